@@ -1,0 +1,257 @@
+"""The thin boto3 edge: clients, retries, call accounting and error translation.
+
+Clients are created lazily (never at import time) from one botocore session per
+process, configured from the environment so that Prefect tasks in worker threads and
+flow runs on the agent see the same settings:
+
+- `AWS_ENDPOINT_URL`     botocore's own setting: every client talks to that endpoint
+                         (the sandbox emulator, or any AWS-compatible endpoint).
+- `INFRA_SANDBOX_ACCOUNT` sandbox only: the emulator account to act as (sent as the
+                         emulator's `x-moto-account-id` header; never set against AWS).
+- `INFRA_AWS_RETRY_MODE` `standard` (default) or `adaptive`; `INFRA_AWS_MAX_ATTEMPTS` (default 8).
+
+Every API call goes through botocore's event hooks, which count it (`CALLS`) so that
+idempotency — zero mutating calls on a re-run — is measured, not assumed.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, TypeVar
+
+import boto3
+import botocore.session
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+T = TypeVar("T")
+
+READ_PREFIXES = ("Describe", "Get", "List", "Head", "Lookup", "Search", "BatchGet", "Select")
+
+
+def is_mutating(operation: str) -> bool:
+    return not operation.startswith(READ_PREFIXES)
+
+
+@dataclass
+class CallLog:
+    """Thread-safe record of every AWS API call made by this process."""
+
+    calls: list[tuple[str, str]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def record(self, service: str, operation: str) -> None:
+        with self.lock:
+            self.calls.append((service, operation))
+
+    def reset(self) -> None:
+        with self.lock:
+            self.calls.clear()
+
+    def snapshot(self) -> list[tuple[str, str]]:
+        with self.lock:
+            return list(self.calls)
+
+    @property
+    def total(self) -> int:
+        return len(self.snapshot())
+
+    def mutating(self) -> list[str]:
+        return [f"{s}:{o}" for s, o in self.snapshot() if is_mutating(o)]
+
+    def summary(self) -> dict[str, int]:
+        return dict(Counter(f"{s}:{o}" for s, o in self.snapshot()))
+
+
+CALLS = CallLog()
+# Extra botocore handlers (event name -> callables) that tests and the benchmark use to
+# inject latency or faults on the wire. Registered on every new client.
+_EXTRA_HANDLERS: list[tuple[str, Callable[..., Any]]] = []
+_lock = threading.Lock()
+_state: dict[str, Any] = {"session": None, "clients": {}, "key": None}
+
+
+def _settings_key() -> tuple[Any, ...]:
+    return (
+        os.environ.get("AWS_ENDPOINT_URL"),
+        os.environ.get("INFRA_SANDBOX_ACCOUNT"),
+        os.environ.get("INFRA_AWS_RETRY_MODE", "standard"),
+        os.environ.get("INFRA_AWS_MAX_ATTEMPTS", "8"),
+        os.environ.get("AWS_PROFILE"),
+        os.environ.get("AWS_ACCESS_KEY_ID"),
+        tuple(id(h) for _, h in _EXTRA_HANDLERS),
+    )
+
+
+def reset_clients() -> None:
+    """Forget cached clients (after changing endpoint, account or hooks)."""
+    with _lock:
+        _state.update(session=None, clients={}, key=None)
+
+
+def add_handler(event: str, handler: Callable[..., Any]) -> None:
+    _EXTRA_HANDLERS.append((event, handler))
+    reset_clients()
+
+
+def remove_handler(handler: Callable[..., Any]) -> None:
+    _EXTRA_HANDLERS[:] = [(e, h) for e, h in _EXTRA_HANDLERS if h is not handler]
+    reset_clients()
+
+
+def _count(model: Any = None, **_: Any) -> None:
+    CALLS.record(model.service_model.service_name, model.name)
+
+
+def _add_account_header(request: Any = None, **_: Any) -> None:
+    account = os.environ.get("INFRA_SANDBOX_ACCOUNT")
+    if account:
+        request.headers["x-moto-account-id"] = account
+
+
+def client(service: str, region: str | None = None) -> Any:
+    """A cached boto3 client with retries, call counting and the configured endpoint."""
+    key = _settings_key()
+    with _lock:
+        if _state["key"] != key:
+            _state.update(session=None, clients={}, key=key)
+        cache_key = (service, region)
+        if cache_key in _state["clients"]:
+            return _state["clients"][cache_key]
+        if _state["session"] is None:
+            _state["session"] = boto3.Session(botocore_session=botocore.session.Session())
+        session: boto3.Session = _state["session"]
+        cfg = Config(
+            retries={
+                "mode": os.environ.get("INFRA_AWS_RETRY_MODE", "standard"),
+                "max_attempts": int(os.environ.get("INFRA_AWS_MAX_ATTEMPTS", "8")),
+            },
+            connect_timeout=10,
+            read_timeout=60,
+            max_pool_connections=32,
+            user_agent_extra="prefect-aws-stack",
+        )
+        c = session.client(service, region_name=region, config=cfg)
+        c.meta.events.register("before-call", _count)
+        if os.environ.get("INFRA_SANDBOX_ACCOUNT"):
+            c.meta.events.register("before-sign", _add_account_header)
+        for event, handler in _EXTRA_HANDLERS:
+            c.meta.events.register(event, handler)
+        _state["clients"][cache_key] = c
+        return c
+
+
+# --- error translation --------------------------------------------------------------
+
+class InfraError(Exception):
+    """An error to show the user: what failed, on which resource, and what to do."""
+
+
+def error_code(exc: BaseException) -> str:
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+def error_message(exc: BaseException) -> str:
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Message", ""))
+    return str(exc)
+
+
+NOT_FOUND_CODES = {
+    "NoSuchEntity", "NoSuchBucket", "RepositoryNotFoundException", "ResourceNotFoundException",
+    "AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist", "NoSuchLifecyclePolicy",
+    "LifecyclePolicyNotFoundException", "ServerSideEncryptionConfigurationNotFoundError",
+    "NoSuchBucketPolicy", "NoSuchPublicAccessBlockConfiguration", "NoSuchLifecycleConfiguration",
+    "NoSuchTagSet", "NoSuchTagSetError", "ClusterNotFoundException", "ServiceNotFoundException",
+    "InvalidGroup.NotFound", "ObjectNotFoundException",
+}
+
+
+def not_found(exc: BaseException) -> bool:
+    return error_code(exc) in NOT_FOUND_CODES
+
+
+def translate(exc: BaseException, action: str, resource: str) -> InfraError:
+    code = error_code(exc)
+    msg = error_message(exc)
+    hint = {
+        "AccessDenied": "the credentials in use lack this permission; run with the write management role or an admin profile",
+        "AccessDeniedException": "the credentials in use lack this permission; run with the write management role or an admin profile",
+        "UnauthorizedOperation": "the credentials in use lack this permission",
+        "ThrottlingException": "AWS kept throttling after all retries; re-run later or lower --parallelism",
+        "Throttling": "AWS kept throttling after all retries; re-run later or lower --parallelism",
+        "TooManyRequestsException": "AWS kept throttling after all retries; re-run later or lower --parallelism",
+        "LimitExceededException": "an account quota is reached; raise it in Service Quotas or free capacity",
+        "ExpiredToken": "the session credentials expired; refresh them (aws sso login / assume the role again)",
+        "ExpiredTokenException": "the session credentials expired; refresh them (aws sso login / assume the role again)",
+    }.get(code, "see the AWS message above; fix the cause and re-run (runs are safe to repeat)")
+    if isinstance(exc, NoCredentialsError):
+        hint = "no AWS credentials found; set AWS_PROFILE or run with --sandbox"
+    label = f"{code}: {msg}" if code else msg
+    return InfraError(f"{action} failed for {resource}: {label}\n  next step: {hint}")
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled(patterns: tuple[str, ...]) -> re.Pattern[str]:
+    return re.compile("|".join(patterns), re.IGNORECASE)
+
+
+# ECS, EventBridge and Application Auto Scaling reject a role for a while after IAM
+# created it. These are the messages AWS uses for that; nothing else is retried here.
+IAM_PROPAGATION_PATTERNS = (
+    r"unable to assume (the )?role",
+    r"was unable to assume",
+    r"role is not valid",
+    r"is not authorized to perform: sts:AssumeRole",
+    r"cannot be assumed",
+    r"role .* (does not exist|is invalid)",
+    r"Invalid role",
+    r"not authorized to perform: iam:PassRole",
+)
+
+
+def iam_propagation_timeout() -> float:
+    return float(os.environ.get("INFRA_IAM_PROPAGATION_TIMEOUT", "120"))
+
+
+def retry_iam_propagation(fn: Callable[[], T], *, action: str, resource: str,
+                          timeout: float | None = None, sleep: float = 2.0) -> T:
+    """Call `fn`, retrying only the 'new role not usable yet' errors, for a bounded time."""
+    limit = iam_propagation_timeout() if timeout is None else timeout
+    deadline = time.monotonic() + limit
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            return fn()
+        except ClientError as exc:
+            msg = error_message(exc)
+            if not _compiled(IAM_PROPAGATION_PATTERNS).search(msg):
+                raise
+            if time.monotonic() + sleep > deadline:
+                raise InfraError(
+                    f"{action} failed for {resource}: AWS still rejects the IAM role after {attempt} attempts "
+                    f"in {limit:.0f}s ({error_code(exc)}: {msg})\n  next step: check that the role exists and "
+                    f"trusts the right service, then re-run; IAM changes normally propagate within two minutes"
+                ) from None
+            time.sleep(min(sleep * (1.5 ** (attempt - 1)), 10.0))
+
+
+def paginate(c: Any, operation: str, key: str, **kwargs: Any) -> Iterator[Any]:
+    for page in c.get_paginator(operation).paginate(**kwargs):
+        yield from page.get(key, [])
+
+
+__all__ = [
+    "CALLS", "BotoCoreError", "ClientError", "InfraError", "add_handler", "client", "error_code",
+    "is_mutating", "not_found", "paginate", "remove_handler", "reset_clients", "retry_iam_propagation",
+    "translate",
+]

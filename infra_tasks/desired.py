@@ -1,0 +1,172 @@
+"""The desired state: every resource of one environment as pure data.
+
+Inputs are the validated config and facts read beforehand (account, region, the
+resolved network). Values AWS assigns (security-group ids, the secret's ARN) are
+`Ref`s to the resource that will know them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from . import autoscaling, ecr, ecs, ecs_taskdef, events, iam, iam_policies, logs, s3, secrets, sqs
+from .config import InfraConfig
+from .ec2 import NetworkFacts, sg_props
+from .model import OWNER_TAG, TYPE_TAG, Ref, Resource
+from .names import Account, Deployment
+
+OWNER_VALUE = "prefect-aws-stack"
+
+
+@dataclass(frozen=True)
+class Facts:
+    account_id: str
+    region: str
+    network: NetworkFacts
+    partition: str = "aws"
+
+
+def owner_value(cfg: InfraConfig) -> str:
+    return f"{OWNER_VALUE}/{cfg.prefix}"
+
+
+def tags(cfg: InfraConfig, env_name: str, deployment_type: str | None) -> dict[str, str]:
+    out = {**cfg.default_tags, "environment": env_name, OWNER_TAG: owner_value(cfg)}
+    out[TYPE_TAG] = deployment_type or "account"
+    return out
+
+
+def key(kind: str, name: str) -> str:
+    return f"{kind}/{name}"
+
+
+def account_resources(cfg: InfraConfig, a: Account, facts: Facts) -> list[Resource]:
+    t = tags(cfg, a.env_name, None)
+    env = cfg.env(a.env_name)
+    ecs_trust = iam_policies.ecs_tasks_trust(a)
+    oidc_key = key("iam.oidc_provider", a.oidc_host)
+    return [
+        Resource("ecr.repository", a.ecr_repository,
+                 ecr.desired_props(cfg.ecr.images_kept, cfg.ecr.tag_mutability, t)),
+        Resource("secretsmanager.secret", a.secret_name, secrets.desired_props(t, secrets.credentials_from_env())),
+        Resource("iam.oidc_provider", a.oidc_host, {"audience_registered": True, "tags": t},
+                 ident={"audience": cfg.circleci.org_id}),
+        Resource("iam.role", a.ci_deploy_role, iam.role_props(
+            iam_policies.circleci_trust(a, env.ci_branches),
+            f"CircleCI on {', '.join(env.ci_branches)}: push images, deploy flows, apply infrastructure",
+            {"ci-deploy": iam_policies.ci_deploy(a), "infra-write": iam_policies.infra_write(a)}, [], t),
+            deps=(oidc_key,)),
+        Resource("iam.role", a.ci_plan_role, iam.role_props(
+            iam_policies.circleci_trust(a, None), "CircleCI on any branch or pull request: read-only plan",
+            {"infra-read": iam_policies.infra_read(a)}, [], t), deps=(oidc_key,)),
+        Resource("iam.role", a.infra_read_role, iam.role_props(
+            ecs_trust, "Prefect drift-check flow runs: read-only view of this project's resources",
+            {"infra-read": iam_policies.infra_read(a)}, [], t)),
+        Resource("iam.role", a.infra_write_role, iam.role_props(
+            ecs_trust, "Prefect infra-update flow runs: create and update this project's resources",
+            {"infra-write": iam_policies.infra_write(a)}, [], t)),
+    ]
+
+
+def deployment_resources(cfg: InfraConfig, d: Deployment, facts: Facts) -> list[Resource]:
+    a = d.account
+    t = tags(cfg, a.env_name, d.t)
+    dt = d.t
+    exec_managed = [iam_policies.TASK_EXECUTION_MANAGED.format(partition=a.partition)]
+    ecs_trust = iam_policies.ecs_tasks_trust(a)
+    secret_key = key("secretsmanager.secret", a.secret_name)
+    k = {
+        "bucket": key("s3.bucket", d.bucket),
+        "agent_logs": key("logs.group", d.agent_log_group),
+        "flow_logs": key("logs.group", d.flow_log_group),
+        "agent_exec": key("iam.role", d.agent_exec_role),
+        "agent_task": key("iam.role", d.agent_task_role),
+        "flow_exec": key("iam.role", d.flow_exec_role),
+        "flow_task": key("iam.role", d.flow_task_role),
+        "agent_sg": key("ec2.security_group", d.agent_sg),
+        "flow_sg": key("ec2.security_group", d.flow_sg),
+        "dlq": key("sqs.queue", d.dlq),
+        "queue": key("sqs.queue", d.queue),
+        "rule": key("events.rule", d.rule),
+        "cluster": key("ecs.cluster", d.cluster),
+        "taskdef": key("ecs.task_definition", d.task_family),
+        "service": key("ecs.service", d.service),
+        "target": key("autoscaling.target", d.scalable_resource_id),
+    }
+    vpc = facts.network.vpc_id
+    agent = cfg.agent
+    return [
+        Resource("s3.bucket", d.bucket, s3.desired_props(a.region, d.bucket_arn, cfg.s3.noncurrent_version_days, t),
+                 deployment_type=dt),
+        Resource("logs.group", d.agent_log_group, logs.desired_props(cfg.logs.retention_days, t), deployment_type=dt),
+        Resource("logs.group", d.flow_log_group, logs.desired_props(cfg.logs.retention_days, t), deployment_type=dt),
+        Resource("iam.role", d.agent_exec_role, iam.role_props(
+            ecs_trust, f"Prefect agent ({dt}) task execution: pull image, write logs, read the Prefect secret",
+            {"prefect-secret": iam_policies.secret_read(a)}, exec_managed, t), deployment_type=dt),
+        Resource("iam.role", d.agent_task_role, iam.role_props(
+            ecs_trust, f"Prefect agent ({dt}): launch flow runs on its own cluster",
+            {"prefect-worker": iam_policies.agent_task(d)}, [], t), deployment_type=dt),
+        Resource("iam.role", d.flow_exec_role, iam.role_props(
+            ecs_trust, f"Flow runs ({dt}) task execution: pull flow images, write logs, read the Prefect secret",
+            {"flow-execution": iam_policies.flow_execution(d)}, [], t), deployment_type=dt),
+        Resource("iam.role", d.flow_task_role, iam.role_props(
+            ecs_trust, f"Flow runs ({dt}): their own bucket and configured extra grants",
+            {"flow-task": iam_policies.flow_task(d, cfg.flows.task_role_extra_statements)}, [], t),
+            deployment_type=dt),
+        Resource("ec2.security_group", d.agent_sg, sg_props(f"Prefect agent {dt}: egress only", vpc, t),
+                 deployment_type=dt, ident={"vpc_id": vpc}),
+        Resource("ec2.security_group", d.flow_sg, sg_props(f"Prefect flow runs {dt}: egress only", vpc, t),
+                 deployment_type=dt, ident={"vpc_id": vpc}),
+        Resource("sqs.queue", d.dlq, sqs.queue_props(1209600, 30, t), deployment_type=dt),
+        Resource("sqs.queue", d.queue, sqs.queue_props(
+            345600, 30, t, redrive_to=d.dlq_arn, queue_policy=sqs.observer_queue_policy(d.queue_arn, d.rule_arn)),
+            deps=(k["dlq"],), deployment_type=dt),
+        Resource("ecs.cluster", d.cluster, ecs.cluster_props(t), deployment_type=dt),
+        Resource("events.rule", d.rule, events.rule_props(d.cluster_arn, d.queue_arn, t),
+                 deps=(k["queue"],), deployment_type=dt),
+        Resource("ecs.task_definition", d.task_family, {**ecs_taskdef.agent_taskdef(
+            family=d.task_family, cpu=agent.cpu, memory=agent.memory, image=a.agent_image, pool=d.pool,
+            exec_role_arn=a.role_arn(d.agent_exec_role), task_role_arn=a.role_arn(d.agent_task_role),
+            secret_arn=Ref(secret_key, "arn"), log_group=d.agent_log_group, region=a.region,
+            queue_name=d.queue), "tags": t},
+            deps=(k["agent_exec"], k["agent_task"], k["agent_logs"], secret_key), deployment_type=dt),
+        Resource("ecs.service", d.service, ecs.service_props(
+            task_definition=Ref(k["taskdef"], "arn"), desired=agent.desired_count, low=agent.min_count,
+            high=agent.max_count, subnets=list(facts.network.subnet_ids), security_group=Ref(k["agent_sg"], "id"),
+            public_ip=cfg.env(a.env_name).network.assign_public_ip, tags=t),
+            deps=(k["cluster"], k["taskdef"], k["agent_sg"], k["queue"], k["rule"]), deployment_type=dt,
+            ident={"cluster": d.cluster}),
+        Resource("autoscaling.target", d.scalable_resource_id, autoscaling.target_props(agent.min_count,
+                                                                                          agent.max_count),
+                 deps=(k["service"],), deployment_type=dt),
+        Resource("autoscaling.policy", d.scaling_policy, autoscaling.policy_props(
+            agent.cpu_target_percent, agent.scale_in_cooldown, agent.scale_out_cooldown),
+            deps=(k["target"],), deployment_type=dt, ident={"resource_id": d.scalable_resource_id}),
+    ]
+
+
+def desired_state(cfg: InfraConfig, env_name: str, facts: Facts) -> list[Resource]:
+    a = Account(cfg, env_name, facts.account_id, facts.region, facts.partition)
+    out = account_resources(cfg, a, facts)
+    for d in a.deployments:
+        out.extend(deployment_resources(cfg, d, facts))
+    keys = [r.key for r in out]
+    dupes = {k for k in keys if keys.count(k) > 1}
+    assert not dupes, f"duplicate resource keys {dupes}"
+    return out
+
+
+def flow_pool_defaults(cfg: InfraConfig, d: Deployment, facts: Facts) -> dict[str, Any]:
+    """What a work pool's job template should point at (used by the Prefect side)."""
+    a = d.account
+    return {
+        "cluster": d.cluster_arn,
+        "vpc_id": facts.network.vpc_id,
+        "execution_role_arn": a.role_arn(d.flow_exec_role),
+        "task_role_arn": a.role_arn(d.flow_task_role),
+        "cloudwatch_logs_options": {"awslogs-group": d.flow_log_group, "awslogs-region": a.region,
+                                    "awslogs-stream-prefix": "flow"},
+        "cpu": cfg.flows.cpu,
+        "memory": cfg.flows.memory,
+    }

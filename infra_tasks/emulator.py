@@ -1,0 +1,95 @@
+"""The embedded AWS emulator behind `--sandbox`: moto in server mode on loopback.
+
+Our code talks real boto3 over HTTP to it. Everything specific to the emulator lives
+here and in the `INFRA_SANDBOX_ACCOUNT` header hook; nothing weakens what real AWS gets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from typing import Iterator
+
+from .aws import reset_clients
+
+SANDBOX_ENV = ("AWS_ENDPOINT_URL", "INFRA_SANDBOX_ACCOUNT", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+               "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE",
+               "MOTO_IAM_LOAD_MANAGED_POLICIES")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def sandbox_env(endpoint: str, account_id: str, region: str) -> Iterator[None]:
+    """Point every client at `endpoint` acting as `account_id`, with fake credentials."""
+    saved = {k: os.environ.get(k) for k in SANDBOX_ENV}
+    os.environ.pop("AWS_PROFILE", None)
+    os.environ.pop("AWS_SESSION_TOKEN", None)
+    os.environ.update({
+        "AWS_ENDPOINT_URL": endpoint, "INFRA_SANDBOX_ACCOUNT": account_id,
+        "AWS_ACCESS_KEY_ID": "sandbox", "AWS_SECRET_ACCESS_KEY": "sandbox",
+        "AWS_DEFAULT_REGION": region, "AWS_REGION": region,
+    })
+    reset_clients()
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        reset_clients()
+
+
+@contextlib.contextmanager
+def moto_server(port: int | None = None) -> Iterator[str]:
+    """Start moto's threaded server on 127.0.0.1 (a free port); yields its URL."""
+    # AWS managed policies (AmazonECSTaskExecutionRolePolicy) exist only when loaded.
+    os.environ["MOTO_IAM_LOAD_MANAGED_POLICIES"] = "true"
+    try:
+        from moto.server import ThreadedMotoServer
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise RuntimeError("the sandbox needs the emulator: pip install -e '.[sandbox]'") from exc
+    import logging
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port or free_port(), verbose=False)
+    server.start()
+    host, real_port = server._server.server_address[:2]  # noqa: SLF001 - moto exposes no accessor
+    try:
+        yield f"http://{host}:{real_port}"
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def embedded(account_id: str, region: str) -> Iterator[str]:
+    with moto_server() as url, sandbox_env(url, account_id, region):
+        yield url
+
+
+def reset(endpoint: str) -> None:
+    """Clear all emulator state (tests use this between cases)."""
+    import urllib.request
+
+    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=30).read()
+
+
+# Properties the emulator accepts but does not store or return (moto 5.2). Against the
+# emulator only, they are sent but not compared — otherwise every plan would show them
+# as drift. Against AWS (no INFRA_SANDBOX_ACCOUNT) everything is compared.
+UNSTORED_PROPERTIES: dict[str, tuple[str, ...]] = {
+    "ecs.service": ("deploymentConfiguration", "enableECSManagedTags"),
+}
+
+
+def unstored_properties(kind: str) -> tuple[str, ...]:
+    if not os.environ.get("INFRA_SANDBOX_ACCOUNT"):
+        return ()
+    return UNSTORED_PROPERTIES.get(kind, ())

@@ -1,0 +1,271 @@
+"""Read -> normalise -> diff -> decide, and applying one decided change.
+
+`plan()` reads every resource (in parallel, read-only) and decides a `Change` per
+resource; `decide()` is pure. `apply_change()` performs one change given its
+dependencies' outputs. The Prefect flows schedule `apply_change` as tasks; drift
+check, plan and apply all go through `plan()`.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+from . import autoscaling, ecr, ecs, ecs_taskdef, events, iam, logs, s3, secrets, sqs
+from .aws import ClientError, InfraError, client, translate
+from .config import InfraConfig
+from .desired import Facts, desired_state, owner_value
+from .diff import diff
+from .ec2 import SecurityGroupHandler, resolve_network
+from .emulator import unstored_properties
+from .handler import Handler
+from .model import OWNER_TAG, UNKNOWN, Action, Change, Observed, Plan, Ref, Resource
+
+HANDLERS: dict[str, Handler] = {h.kind: h for h in (
+    s3.BucketHandler(), ecr.RepositoryHandler(), logs.LogGroupHandler(), secrets.SecretHandler(),
+    iam.RoleHandler(), iam.OidcProviderHandler(), SecurityGroupHandler(), sqs.QueueHandler(),
+    events.RuleHandler(), ecs.ClusterHandler(), ecs_taskdef.TaskDefinitionHandler(), ecs.ServiceHandler(),
+    autoscaling.ScalableTargetHandler(), autoscaling.ScalingPolicyHandler(),
+)}
+
+
+class AccountMismatch(InfraError):
+    pass
+
+
+def caller_account() -> tuple[str, str]:
+    ident = client("sts").get_caller_identity()
+    return ident["Account"], ident["Arn"]
+
+
+def account_guard(cfg: InfraConfig, env_name: str) -> str:
+    """The credentials must belong to the environment's configured account."""
+    want = cfg.env(env_name).account_id
+    try:
+        got, arn = caller_account()
+    except ClientError as exc:
+        raise translate(exc, "sts:GetCallerIdentity", f"environment {env_name!r}") from None
+    if got != want:
+        raise AccountMismatch(
+            f"account guard: environment {env_name!r} is configured for account {want} (infra.toml "
+            f"environments.{env_name}.account_id) but the credentials in use belong to account {got} ({arn}); "
+            f"switch AWS_PROFILE to the {env_name} account or fix the account id. Nothing was changed."
+        )
+    return got
+
+
+def gather_facts(cfg: InfraConfig, env_name: str) -> Facts:
+    account = account_guard(cfg, env_name)
+    network = resolve_network(cfg.env(env_name).network, f"environments.{env_name}")
+    return Facts(account_id=account, region=cfg.region, network=network)
+
+
+# --- references ---------------------------------------------------------------------
+
+def refs_in(value: Any) -> Iterable[Ref]:
+    if isinstance(value, Ref):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from refs_in(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from refs_in(v)
+
+
+def resolve(value: Any, outputs: dict[str, dict[str, Any]]) -> Any:
+    """Replace `Ref`s with known outputs, or UNKNOWN when the target is yet to be made."""
+    if isinstance(value, Ref):
+        out = outputs.get(value.key)
+        return value.resolve(out[value.attr]) if out and value.attr in out else UNKNOWN
+    if isinstance(value, dict):
+        return {k: resolve(v, outputs) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve(v, outputs) for v in value]
+    return value
+
+
+def contains_unknown(value: Any) -> bool:
+    if value is UNKNOWN:
+        return True
+    if isinstance(value, dict):
+        return any(contains_unknown(v) for v in value.values())
+    if isinstance(value, list):
+        return any(contains_unknown(v) for v in value)
+    return False
+
+
+def all_deps(res: Resource) -> tuple[str, ...]:
+    return tuple(dict.fromkeys([*res.deps, *(r.key for r in refs_in(res.props))]))
+
+
+def topo_order(resources: list[Resource]) -> list[Resource]:
+    by_key = {r.key: r for r in resources}
+    done: dict[str, bool] = {}
+    out: list[Resource] = []
+
+    def visit(r: Resource, stack: tuple[str, ...]) -> None:
+        if done.get(r.key):
+            return
+        if r.key in stack:
+            raise InfraError(f"dependency cycle: {' -> '.join((*stack, r.key))}")
+        for d in all_deps(r):
+            if d in by_key:
+                visit(by_key[d], (*stack, r.key))
+        done[r.key] = True
+        out.append(r)
+
+    for r in resources:
+        visit(r, ())
+    return out
+
+
+# --- deciding (pure) ----------------------------------------------------------------
+
+def decide(res: Resource, observed: Observed | None, outputs: dict[str, dict[str, Any]], owner: str,
+           adopt: bool = False) -> Change:
+    handler = HANDLERS[res.kind]
+    desired = resolve(res.props, outputs)
+    if observed is None:
+        blocker = getattr(handler, "create_blocker", lambda *_: None)(res, desired)
+        return Change(res, Action.CREATE, blocker or "does not exist")
+    reason_prefix = ""
+    have_owner = observed.tags.get(OWNER_TAG)
+    if handler.taggable and have_owner != owner:
+        if have_owner and not adopt:
+            return Change(res, Action.CONFLICT,
+                          f"owned by another stack ({OWNER_TAG}={have_owner}); re-run with --adopt to take it over",
+                          observed=observed)
+        if handler.adopt_existing and not have_owner:
+            # Shared and pre-existing: adopted as it is; its tags stay its owner's business.
+            desired = {**desired, "tags": None}
+            reason_prefix = "adopted existing; "
+        elif not adopt:
+            return Change(res, Action.CONFLICT,
+                          f"exists without the ownership tag {OWNER_TAG}={owner}; re-run with --adopt to manage it "
+                          f"(adds the tag and reconciles it to the config)", observed=observed)
+        else:
+            reason_prefix = "adopting (adds ownership tag); "
+    diffs = property_diffs(desired, observed, res.kind)
+    if not diffs:
+        return Change(res, Action.NOOP, reason_prefix + "in sync", observed=observed)
+    replace = [d for d in diffs if any(d.path == p or d.path.startswith(p + ".") for p in handler.replace_paths)]
+    if replace:
+        how = ("registers a new revision (the old one is kept)" if handler.replace_is_safe
+               else "cannot change in place; bootstrap never deletes, so this needs a manual step")
+        return Change(res, Action.REPLACE, f"{reason_prefix}{', '.join(sorted({d.path.split('.')[0] for d in replace}))}"
+                      f" changed: {how}", diffs, observed)
+    n = len(diffs)
+    return Change(res, Action.UPDATE, f"{reason_prefix}{n} propert{'y differs' if n == 1 else 'ies differ'}",
+                  diffs, observed)
+
+
+def property_diffs(desired: dict[str, Any], observed: Observed, kind: str = "") -> list:
+    gaps = unstored_properties(kind)
+    if gaps:
+        desired = {k: (None if k in gaps else v) for k, v in desired.items()}
+    actual = dict(observed.props)
+    if isinstance(desired.get("tags"), dict):
+        # Only the tags we declare are compared; others' tags (and aws:*) are left alone.
+        actual["tags"] = {k: v for k, v in observed.tags.items() if k in desired["tags"]}
+    return diff(desired, actual)
+
+
+def blocking(change: Change) -> str | None:
+    """Why applying this change must not start (checked for all before any change)."""
+    handler = HANDLERS[change.resource.kind]
+    if change.action is Action.CONFLICT:
+        return f"{change.key}: {change.reason}"
+    if change.action is Action.REPLACE and not handler.replace_is_safe:
+        return f"{change.key}: {change.reason}"
+    if change.action is Action.CREATE and change.reason != "does not exist":
+        return change.reason
+    return None
+
+
+# --- reading and planning -----------------------------------------------------------
+
+def read_one(res: Resource) -> Observed | None:
+    try:
+        return HANDLERS[res.kind].read(res)
+    except InfraError:
+        raise
+    except ClientError as exc:
+        raise translate(exc, "read", res.key) from None
+
+
+def read_all(resources: list[Resource], parallelism: int) -> dict[str, Observed | None]:
+    with cf.ThreadPoolExecutor(max_workers=max(1, parallelism)) as pool:
+        futures = {r.key: pool.submit(read_one, r) for r in resources}
+        return {k: f.result() for k, f in futures.items()}
+
+
+def decide_all(resources: list[Resource], observed: dict[str, Observed | None], owner: str,
+               adopt: bool) -> list[Change]:
+    outputs: dict[str, dict[str, Any]] = {}
+    changes: list[Change] = []
+    for res in topo_order(resources):
+        change = decide(res, observed.get(res.key), outputs, owner, adopt)
+        if change.observed is not None and change.action in (Action.NOOP, Action.UPDATE, Action.CONFLICT):
+            outputs[res.key] = change.observed.outputs
+        changes.append(change)
+    return changes
+
+
+@dataclass
+class PlanInput:
+    cfg: InfraConfig
+    env_name: str
+    facts: Facts
+
+
+def plan(cfg: InfraConfig, env_name: str, facts: Facts | None = None, adopt: bool = False,
+         parallelism: int = 8, extra: list[Resource] | None = None) -> Plan:
+    facts = facts or gather_facts(cfg, env_name)
+    resources = desired_state(cfg, env_name, facts) + list(extra or [])
+    observed = read_all(resources, parallelism)
+    changes = decide_all(resources, observed, owner_value(cfg), adopt)
+    p = Plan(env_name, facts.account_id, facts.region, changes)
+    if facts.network.public_subnets and not cfg.env(env_name).network.assign_public_ip:
+        p.warnings.append(
+            f"subnets {', '.join(facts.network.public_subnets)} map public IPs on launch (public subnets); the agent "
+            f"runs without a public IP, so it reaches the Prefect API only through a NAT gateway or VPC endpoints. "
+            f"Select private subnets with environments.{env_name}.network.subnets"
+        )
+    return p
+
+
+# --- applying one change ------------------------------------------------------------
+
+def apply_change(change: Change, outputs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Perform one decided change; returns the resource's outputs for its dependants."""
+    res = change.resource
+    handler = HANDLERS[res.kind]
+    if change.action is Action.NOOP:
+        return change.observed.outputs if change.observed else {}
+    props = resolve(res.props, outputs)
+    if contains_unknown(props):
+        raise InfraError(f"{res.key}: a dependency did not report its id/ARN; re-run bootstrap")
+    try:
+        if change.action is Action.CREATE:
+            return handler.create(res, props)
+        assert change.observed is not None
+        if change.action is Action.REPLACE:
+            return handler.replace(res, props, change.observed, change.diffs)
+        if change.action is Action.UPDATE:
+            # Recompute with references now known (an id created earlier in this run).
+            if change.reason.startswith("adopted existing"):
+                props = {**props, "tags": None}
+            diffs = property_diffs(props, change.observed, res.kind)
+            if not diffs:
+                return change.observed.outputs
+            return handler.update(res, props, change.observed, diffs)
+    except InfraError:
+        raise
+    except ClientError as exc:
+        raise translate(exc, change.action.value, res.key) from None
+    raise InfraError(f"{res.key}: cannot apply a {change.action.value} change")
+
+
+Callback = Callable[[str, str], None]

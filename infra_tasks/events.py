@@ -1,0 +1,90 @@
+"""EventBridge rule sending this cluster's ECS task-state changes to the observer queue."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .aws import client, not_found
+from .handler import Handler, call, changed, tag_dict, tag_list
+from .model import Diff, Observed, Resource
+
+
+def task_state_pattern(cluster_arn: str) -> dict[str, Any]:
+    return {"source": ["aws.ecs"], "detail-type": ["ECS Task State Change"],
+            "detail": {"clusterArn": [cluster_arn]}}
+
+
+def normalise_pattern(p: str | dict[str, Any] | None) -> Any:
+    if p is None:
+        return None
+    data = json.loads(p) if isinstance(p, str) else p
+
+    def canon(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: canon(x) for k, x in sorted(v.items())}
+        if isinstance(v, list):
+            return sorted((canon(x) for x in v), key=lambda x: json.dumps(x, sort_keys=True))
+        return v
+    return canon(data)
+
+
+def rule_props(cluster_arn: str, queue_arn: Any, tags: dict[str, str]) -> dict[str, Any]:
+    return {
+        "pattern": normalise_pattern(task_state_pattern(cluster_arn)),
+        "state": "ENABLED",
+        "description": "ECS task state changes for the Prefect worker's crash detection",
+        "targets": {"observer-queue": queue_arn},
+        "tags": tags,
+    }
+
+
+class RuleHandler(Handler):
+    kind = "events.rule"
+
+    def read(self, res: Resource) -> Observed | None:
+        ev = client("events")
+        try:
+            rule = ev.describe_rule(Name=res.name)
+        except Exception as exc:  # noqa: BLE001
+            if not_found(exc):
+                return None
+            raise
+        targets = ev.list_targets_by_rule(Rule=res.name).get("Targets", [])
+        tags = ev.list_tags_for_resource(ResourceARN=rule["Arn"]).get("Tags", [])
+        props = {
+            "pattern": normalise_pattern(rule.get("EventPattern")),
+            "state": rule.get("State"),
+            "description": rule.get("Description", ""),
+            "targets": {t["Id"]: t["Arn"] for t in targets},
+        }
+        return Observed(props, outputs={"arn": rule["Arn"]}, tags=tag_dict(tags))
+
+    def _put_rule(self, res: Resource, props: dict[str, Any], **extra: Any) -> str:
+        return call("PutRule", res.key, client("events").put_rule, Name=res.name,
+                    EventPattern=json.dumps(props["pattern"]), State=props["state"],
+                    Description=props["description"], **extra)["RuleArn"]
+
+    def _put_targets(self, res: Resource, targets: dict[str, str]) -> None:
+        call("PutTargets", res.key, client("events").put_targets, Rule=res.name,
+             Targets=[{"Id": i, "Arn": arn} for i, arn in sorted(targets.items())])
+
+    def create(self, res: Resource, props: dict[str, Any]) -> dict[str, Any]:
+        arn = self._put_rule(res, props, Tags=tag_list(props["tags"]))
+        self._put_targets(res, props["targets"])
+        return {"arn": arn}
+
+    def update(self, res: Resource, props: dict[str, Any], observed: Observed, diffs: list[Diff]) -> dict[str, Any]:
+        ev = client("events")
+        if changed(diffs, "pattern", "state", "description"):
+            self._put_rule(res, props)
+        if changed(diffs, "targets"):
+            have = observed.props.get("targets") or {}
+            extra = sorted(set(have) - set(props["targets"]))
+            if extra:
+                call("RemoveTargets", res.key, ev.remove_targets, Rule=res.name, Ids=extra)
+            self._put_targets(res, props["targets"])
+        if changed(diffs, "tags"):
+            call("TagResource", res.key, ev.tag_resource, ResourceARN=observed.outputs["arn"],
+                 Tags=tag_list(props["tags"]))
+        return observed.outputs

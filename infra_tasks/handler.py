@@ -1,0 +1,66 @@
+"""The one shape every resource kind has.
+
+A handler reads a resource (returning normalised properties, or None when absent),
+and creates or updates it from resolved desired properties. Decisions are not made
+here: the engine diffs and decides; handlers only translate a decision into calls.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, TypeVar
+
+from .aws import ClientError, InfraError, translate
+from .model import Diff, Observed, Resource
+
+T = TypeVar("T")
+
+
+class Handler:
+    kind: str = ""
+    # Present but without our ownership tag: adopt silently instead of reporting a conflict
+    # (shared things the stack we replace required to exist, e.g. the CircleCI OIDC provider).
+    adopt_existing: bool = False
+    # Whether the resource carries tags of its own; if not, ownership follows its parent.
+    taggable: bool = True
+    # Property paths AWS cannot change in place.
+    replace_paths: tuple[str, ...] = ()
+    # True when replacing creates a new version and deletes nothing (task definitions).
+    replace_is_safe: bool = False
+
+    def read(self, res: Resource) -> Observed | None:
+        raise NotImplementedError
+
+    def create(self, res: Resource, props: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def update(self, res: Resource, props: dict[str, Any], observed: Observed,
+               diffs: list[Diff]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def replace(self, res: Resource, props: dict[str, Any], observed: Observed,
+                diffs: list[Diff]) -> dict[str, Any]:
+        raise InfraError(
+            f"{res.key}: {', '.join(d.path for d in diffs)} cannot change in place and bootstrap never "
+            f"deletes; delete the resource by hand (after checking nothing uses it) or revert the setting"
+        )
+
+
+def changed(diffs: list[Diff], *paths: str) -> bool:
+    """Whether any diff touches one of `paths` (a property or anything below it)."""
+    return any(d.path == p or d.path.startswith(p + ".") for d in diffs for p in paths)
+
+
+def call(action: str, resource: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """Run one boto3 call, translating AWS errors into a message naming the resource."""
+    try:
+        return fn(*args, **kwargs)
+    except ClientError as exc:
+        raise translate(exc, action, resource) from None
+
+
+def tag_list(tags: dict[str, str], key: str = "Key", value: str = "Value") -> list[dict[str, str]]:
+    return [{key: k, value: v} for k, v in sorted(tags.items())]
+
+
+def tag_dict(tags: list[dict[str, str]] | None, key: str = "Key", value: str = "Value") -> dict[str, str]:
+    return {t[key]: t[value] for t in tags or []}

@@ -1,0 +1,133 @@
+"""Names and ARNs of everything the project owns, derived from the config (pure)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .config import InfraConfig, flow_bucket_name
+
+
+@dataclass(frozen=True)
+class Account:
+    """Names of per-account resources and the ARN building blocks."""
+
+    cfg: InfraConfig
+    env_name: str
+    account_id: str
+    region: str
+    partition: str = "aws"
+
+    @property
+    def prefix(self) -> str:
+        return self.cfg.prefix
+
+    def arn(self, service: str, resource: str, region: bool = True, account: bool = True) -> str:
+        return (f"arn:{self.partition}:{service}:{self.region if region else ''}:"
+                f"{self.account_id if account else ''}:{resource}")
+
+    def role_arn(self, name: str) -> str:
+        return self.arn("iam", f"role/{name}", region=False)
+
+    @property
+    def ecr_repository(self) -> str:
+        return self.prefix
+
+    @property
+    def ecr_repository_arn(self) -> str:
+        return self.arn("ecr", f"repository/{self.ecr_repository}")
+
+    @property
+    def registry(self) -> str:
+        suffix = "amazonaws.com.cn" if self.partition == "aws-cn" else "amazonaws.com"
+        return f"{self.account_id}.dkr.ecr.{self.region}.{suffix}"
+
+    @property
+    def agent_image(self) -> str:
+        repo = self.cfg.agent.image_repository or f"{self.registry}/{self.ecr_repository}"
+        return f"{repo}:{self.cfg.agent.image_tag}"
+
+    @property
+    def secret_name(self) -> str:
+        return self.cfg.secret_name()
+
+    @property
+    def secret_arn_pattern(self) -> str:
+        # Secrets Manager appends "-" and six random characters to a secret's ARN.
+        return self.arn("secretsmanager", f"secret:{self.secret_name}-??????")
+
+    @property
+    def oidc_host(self) -> str:
+        return f"oidc.circleci.com/org/{self.cfg.circleci.org_id}"
+
+    @property
+    def oidc_provider_arn(self) -> str:
+        return self.arn("iam", f"oidc-provider/{self.oidc_host}", region=False)
+
+    ci_deploy_role = property(lambda self: f"{self.prefix}-ci-deploy")
+    ci_plan_role = property(lambda self: f"{self.prefix}-ci-plan")
+    infra_read_role = property(lambda self: f"{self.prefix}-infra-read")
+    infra_write_role = property(lambda self: f"{self.prefix}-infra-write")
+
+    def deployment(self, t: str) -> "Deployment":
+        return Deployment(self, t)
+
+    @property
+    def deployments(self) -> list["Deployment"]:
+        return [Deployment(self, t) for t in self.cfg.env(self.env_name).deployment_types]
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """Names of the resources of one deployment type T."""
+
+    account: Account
+    t: str
+
+    @property
+    def base(self) -> str:
+        return f"{self.account.prefix}-{self.t}"
+
+    bucket = property(lambda self: flow_bucket_name(self.account.prefix, self.t, self.account.account_id))
+    agent_log_group = property(lambda self: f"/ecs/{self.base}/agent")
+    flow_log_group = property(lambda self: f"/ecs/{self.base}/flows")
+    agent_exec_role = property(lambda self: f"{self.base}-agent-exec")
+    agent_task_role = property(lambda self: f"{self.base}-agent-task")
+    flow_exec_role = property(lambda self: f"{self.base}-flow-exec")
+    flow_task_role = property(lambda self: f"{self.base}-flow-task")
+    agent_sg = property(lambda self: f"{self.base}-agent")
+    flow_sg = property(lambda self: f"{self.base}-flows")
+    queue = property(lambda self: f"{self.base}-ecs-events")
+    dlq = property(lambda self: f"{self.base}-ecs-events-dlq")
+    rule = property(lambda self: f"{self.base}-ecs-task-state")
+    cluster = property(lambda self: self.base)
+    task_family = property(lambda self: f"{self.base}-agent")
+    service = property(lambda self: f"{self.base}-agent")
+    scaling_policy = property(lambda self: f"{self.base}-agent-cpu")
+    pool = property(lambda self: self.base)
+
+    @property
+    def bucket_arn(self) -> str:
+        return f"arn:{self.account.partition}:s3:::{self.bucket}"
+
+    @property
+    def cluster_arn(self) -> str:
+        return self.account.arn("ecs", f"cluster/{self.cluster}")
+
+    @property
+    def queue_arn(self) -> str:
+        return self.account.arn("sqs", self.queue)
+
+    @property
+    def dlq_arn(self) -> str:
+        return self.account.arn("sqs", self.dlq)
+
+    @property
+    def rule_arn(self) -> str:
+        return self.account.arn("events", f"rule/{self.rule}")
+
+    def log_group_arn(self, name: str) -> str:
+        return self.account.arn("logs", f"log-group:{name}")
+
+    @property
+    def scalable_resource_id(self) -> str:
+        return f"service/{self.cluster}/{self.service}"

@@ -1,0 +1,94 @@
+"""The Prefect credentials secret (Secrets Manager).
+
+Its value is only ever held wrapped in `Sensitive`, so it cannot reach a plan, a log
+line or an error message. The value is read and compared only when new credentials
+are given (PREFECT_API_URL / PREFECT_API_KEY in the environment); otherwise the
+existing value is left alone and read-only runs never fetch it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from .aws import InfraError, client, not_found
+from .handler import Handler, call, changed, tag_list
+from .model import Diff, Observed, Resource, Sensitive
+
+
+def credentials_from_env() -> Sensitive | None:
+    url, key = os.environ.get("PREFECT_API_URL"), os.environ.get("PREFECT_API_KEY")
+    if url and key:
+        return Sensitive({"PREFECT_API_URL": url, "PREFECT_API_KEY": key})
+    if os.environ.get("INFRA_SANDBOX_ACCOUNT"):
+        # Sandbox only: a placeholder so the whole stack can be built without Prefect Cloud.
+        return Sensitive({"PREFECT_API_URL": url or "http://127.0.0.1:4200/api", "PREFECT_API_KEY": "sandbox"})
+    return None
+
+
+def desired_props(tags: dict[str, str], value: Sensitive | None) -> dict[str, Any]:
+    return {"description": "Prefect API URL and key for the ECS agents and flow runs", "value": value,
+            "tags": tags}
+
+
+def _parse(raw: str | None) -> Any:
+    try:
+        return json.loads(raw or "")
+    except ValueError:
+        return raw
+
+
+class SecretHandler(Handler):
+    kind = "secretsmanager.secret"
+    # The stack we replace required the secret to exist beforehand: adopt it.
+    adopt_existing = True
+
+    def create_blocker(self, res: Resource, props: dict[str, Any]) -> str | None:
+        if props.get("value") is None:
+            return (f"{res.key} does not exist and no credentials were given: set PREFECT_API_URL and "
+                    f"PREFECT_API_KEY in the environment for this run (they are stored, never printed)")
+        return None
+
+    def read(self, res: Resource) -> Observed | None:
+        sm = client("secretsmanager")
+        try:
+            meta = sm.describe_secret(SecretId=res.name)
+        except Exception as exc:  # noqa: BLE001
+            if not_found(exc):
+                return None
+            raise
+        if meta.get("DeletedDate"):
+            return Observed({"deleted": True}, outputs={"arn": meta["ARN"]},
+                            tags={t["Key"]: t["Value"] for t in meta.get("Tags", [])})
+        props: dict[str, Any] = {"description": meta.get("Description")}
+        if res.props.get("value") is not None:
+            raw = sm.get_secret_value(SecretId=meta["ARN"]).get("SecretString")
+            props["value"] = Sensitive(_parse(raw))
+        return Observed(props, outputs={"arn": meta["ARN"], "name": res.name},
+                        tags={t["Key"]: t["Value"] for t in meta.get("Tags", [])})
+
+    def create(self, res: Resource, props: dict[str, Any]) -> dict[str, Any]:
+        blocker = self.create_blocker(res, props)
+        if blocker:
+            raise InfraError(blocker)
+        out = call("CreateSecret", res.key, client("secretsmanager").create_secret, Name=res.name,
+                   Description=props["description"], SecretString=json.dumps(props["value"].value),
+                   Tags=tag_list(props["tags"]))
+        return {"arn": out["ARN"], "name": res.name}
+
+    def update(self, res: Resource, props: dict[str, Any], observed: Observed, diffs: list[Diff]) -> dict[str, Any]:
+        sm = client("secretsmanager")
+        if observed.props.get("deleted"):
+            raise InfraError(f"{res.key} is scheduled for deletion: restore it with "
+                             f"`aws secretsmanager restore-secret --secret-id {res.name}` and re-run")
+        if changed(diffs, "description"):
+            call("UpdateSecret", res.key, sm.update_secret, SecretId=observed.outputs["arn"],
+                 Description=props["description"])
+        if changed(diffs, "value"):
+            call("PutSecretValue", res.key, sm.put_secret_value, SecretId=observed.outputs["arn"],
+                 SecretString=json.dumps(props["value"].value))
+        if changed(diffs, "tags"):
+            call("TagResource", res.key, sm.tag_resource, SecretId=observed.outputs["arn"],
+                 Tags=tag_list(props["tags"]))
+        return observed.outputs
