@@ -85,8 +85,16 @@ def _settings_key() -> tuple[Any, ...]:
         os.environ.get("INFRA_AWS_MAX_ATTEMPTS", "8"),
         os.environ.get("AWS_PROFILE"),
         os.environ.get("AWS_ACCESS_KEY_ID"),
+        os.environ.get("INFRA_REGION"),
         tuple(id(h) for _, h in _EXTRA_HANDLERS),
     )
+
+
+def use_region(region: str) -> None:
+    """Make `region` (from infra.toml) the region of every client."""
+    if os.environ.get("INFRA_REGION") != region:
+        os.environ["INFRA_REGION"] = region
+        reset_clients()
 
 
 def reset_clients() -> None:
@@ -137,7 +145,8 @@ def client(service: str, region: str | None = None) -> Any:
             max_pool_connections=32,
             user_agent_extra="prefect-aws-stack",
         )
-        c = session.client(service, region_name=region, config=cfg)
+        # The config's region always wins over AWS_DEFAULT_REGION: never act in the wrong region.
+        c = session.client(service, region_name=region or os.environ.get("INFRA_REGION"), config=cfg)
         c.meta.events.register("before-call", _count)
         if os.environ.get("INFRA_SANDBOX_ACCOUNT"):
             c.meta.events.register("before-sign", _add_account_header)

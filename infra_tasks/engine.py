@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from . import autoscaling, ecr, ecs, ecs_taskdef, events, iam, logs, s3, secrets, sqs
-from .aws import ClientError, InfraError, client, translate
+from .aws import ClientError, InfraError, client, translate, use_region
 from .config import InfraConfig
 from .desired import Facts, desired_state, owner_value
 from .diff import diff
@@ -56,6 +56,7 @@ def account_guard(cfg: InfraConfig, env_name: str) -> str:
 
 
 def gather_facts(cfg: InfraConfig, env_name: str) -> Facts:
+    use_region(cfg.region)
     account = account_guard(cfg, env_name)
     network = resolve_network(cfg.env(env_name).network, f"environments.{env_name}")
     return Facts(account_id=account, region=cfg.region, network=network)
