@@ -151,7 +151,8 @@ def infra_write(a: Account) -> dict[str, Any]:
               condition={"StringEquals": {"iam:PassedToService": [ECS_TASKS, "ecs.amazonaws.com"]}}),
         allow(["iam:CreateOpenIDConnectProvider", "iam:TagOpenIDConnectProvider",
                "iam:AddClientIDToOpenIDConnectProvider"], s["oidc"], sid="WriteOidc"),
-        allow(["iam:CreateServiceLinkedRole"], "*", sid="EcsServiceLinkedRoles",
+        allow(["iam:CreateServiceLinkedRole"], a.arn("iam", "role/aws-service-role/*", region=False),
+              sid="EcsServiceLinkedRoles",
               condition={"StringEquals": {"iam:AWSServiceName": [
                   "ecs.amazonaws.com", "ecs.application-autoscaling.amazonaws.com"]}}),
         allow(["s3:CreateBucket", "s3:PutBucketVersioning", "s3:PutBucketPublicAccessBlock",

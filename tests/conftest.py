@@ -1,0 +1,91 @@
+"""Test fixtures: one moto server (HTTP, loopback, free port) and one Prefect test
+server per session; the emulator is reset before every test that uses it."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pytest
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+# Keep IAM-propagation retries short in tests; the fault tests set their own bounds.
+os.environ.setdefault("INFRA_IAM_PROPAGATION_TIMEOUT", "5")
+for var in ("PREFECT_API_KEY", "AWS_PROFILE"):
+    os.environ.pop(var, None)
+
+from infra_tasks import aws, emulator  # noqa: E402
+from infra_tasks.config import InfraConfig, load_config  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+PROD_ACCOUNT = "222222222222"
+DEV_ACCOUNT = "111111111111"
+REGION = "us-east-1"
+
+
+@pytest.fixture(scope="session")
+def moto_url() -> Iterator[str]:
+    with emulator.moto_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> Iterator[None]:
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def aws_env(moto_url: str) -> Iterator[str]:
+    """A clean emulator acting as the production account."""
+    emulator.reset(moto_url)
+    with emulator.sandbox_env(moto_url, PROD_ACCOUNT, REGION):
+        aws.CALLS.reset()
+        yield moto_url
+
+
+@pytest.fixture
+def cfg() -> InfraConfig:
+    return load_config(ROOT / "infra.toml")
+
+
+@pytest.fixture
+def boto(aws_env: str) -> Callable[[str], Any]:
+    """Raw boto3 clients on the emulator, for asserting state and making out-of-band
+    changes (not counted as our calls)."""
+    import boto3
+
+    session = boto3.Session()
+
+    def make(service: str) -> Any:
+        c = session.client(service, region_name=REGION, endpoint_url=aws_env)
+        c.meta.events.register("before-sign", emulator_account_header)
+        return c
+    return make
+
+
+def emulator_account_header(request: Any = None, **_: Any) -> None:
+    request.headers["x-moto-account-id"] = os.environ.get("INFRA_SANDBOX_ACCOUNT", PROD_ACCOUNT)
+
+
+def run_cli(*argv: str) -> int:
+    from flows.bootstrap import main
+
+    return main(list(argv))
+
+
+@pytest.fixture
+def bootstrap(aws_env: str, prefect_api: None) -> Callable[..., int]:
+    """Run `python -m flows.bootstrap` in-process against the emulator."""
+    def run(*extra: str, env: str = "production") -> int:
+        return run_cli("--env", env, *extra)
+    return run
+
+
+def policy_doc(raw: Any) -> dict[str, Any]:
+    return json.loads(raw) if isinstance(raw, str) else raw
