@@ -58,9 +58,8 @@ def normalise_statement(st: dict[str, Any]) -> dict[str, Any]:
         if key == "Sid" and not value:
             continue
         if key in _LISTY:
-            # IAM action names are case-insensitive; ARNs are not.
-            vals = _strs(value)
-            out[key] = sorted({v.lower() for v in vals}) if key.endswith("Action") else vals
+            # Written back as given (AWS returns action names in the case they were sent).
+            out[key] = _strs(value)
         elif key in ("Principal", "NotPrincipal"):
             out[key] = _principal(value)
         elif key == "Condition":

@@ -88,4 +88,15 @@ def bootstrap(aws_env: str, prefect_api: None) -> Callable[..., int]:
 
 
 def policy_doc(raw: Any) -> dict[str, Any]:
-    return json.loads(raw) if isinstance(raw, str) else raw
+    """A policy as AWS returned it, with one-item lists shown as their item (so tests
+    read naturally whichever equivalent form was written)."""
+    return flat(json.loads(raw) if isinstance(raw, str) else raw)
+
+
+def flat(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: (flat(v) if k != "Statement" else [flat(x) for x in (v if isinstance(v, list) else [v])])
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return flat(value[0]) if len(value) == 1 else [flat(v) for v in value]
+    return value

@@ -18,8 +18,6 @@ EQUIVALENT = [
                                              "Resource": "arn:aws:s3:::b/*"}}, BASE),
     ("url-encoded text", quote(json.dumps(BASE)), BASE),
     ("json text", json.dumps(BASE), BASE),
-    ("action case", {"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Action": "S3:getobject", "Resource": "arn:aws:s3:::b/*"}]}, BASE),
     ("empty sid", {"Version": "2012-10-17", "Statement": [
         {"Sid": "", "Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::b/*"}]}, BASE),
     ("statement order",
