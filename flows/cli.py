@@ -10,7 +10,7 @@ import sys
 import tomllib
 from typing import Any, Iterator
 
-from infra_tasks.config import ConfigError, InfraConfig, load_config
+from infra_tasks.config import REPLACE, ConfigError, InfraConfig, load_config
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 
@@ -40,6 +40,8 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
             value = tomllib.loads(f"v = {raw}")["v"]
         except tomllib.TOMLDecodeError:
             value = raw
+        if isinstance(value, dict):
+            value = {**value, REPLACE: True}  # an inline table replaces the whole key
         node = out
         parts = key.strip().split(".")
         for part in parts[:-1]:

@@ -407,8 +407,17 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     return parse_config(raw, source=p.name)
 
 
+REPLACE = "__replace__"
+
+
 def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Merge `over` into `base`; a dict carrying `__replace__` replaces instead of merging."""
     out = dict(base)
     for k, v in over.items():
-        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        if isinstance(v, dict) and v.get(REPLACE):
+            out[k] = {kk: vv for kk, vv in v.items() if kk != REPLACE}
+        elif isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = v
     return out

@@ -39,8 +39,6 @@ def diff_value(path: str, want: Any, have: Any) -> list[Diff]:
         return [Diff(path, have, UNKNOWN)]
     if isinstance(want, dict) and isinstance(have, dict):
         return diff(want, have, prefix=f"{path}.")
-    if isinstance(want, dict) and have is None and want:
-        return diff(want, {}, prefix=f"{path}.")
     if want != have:
         return [Diff(path, have, want)]
     return []

@@ -111,6 +111,7 @@ class TaskDefinitionHandler(Handler):
     # A registered revision is immutable: a change registers a new revision (the old one
     # stays, so a rollback target remains) — a replacement that deletes nothing.
     replace_is_safe = True
+    ownership_checked = False
     replace_paths = ("family", "cpu", "memory", "networkMode", "requiresCompatibilities", "executionRoleArn",
                      "taskRoleArn", "runtimePlatform", "containerDefinitions")
 

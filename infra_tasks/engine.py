@@ -133,7 +133,7 @@ def decide(res: Resource, observed: Observed | None, outputs: dict[str, dict[str
         return Change(res, Action.CREATE, blocker or "does not exist")
     reason_prefix = ""
     have_owner = observed.tags.get(OWNER_TAG)
-    if handler.taggable and have_owner != owner:
+    if handler.taggable and handler.ownership_checked and have_owner != owner:
         if have_owner and not adopt:
             return Change(res, Action.CONFLICT,
                           f"owned by another stack ({OWNER_TAG}={have_owner}); re-run with --adopt to take it over",

@@ -22,6 +22,9 @@ class Handler:
     adopt_existing: bool = False
     # Whether the resource carries tags of its own; if not, ownership follows its parent.
     taggable: bool = True
+    # Whether a missing ownership tag is a conflict. Task-definition revisions anyone
+    # registers in our family are drift of our resource, not someone else's resource.
+    ownership_checked: bool = True
     # Property paths AWS cannot change in place.
     replace_paths: tuple[str, ...] = ()
     # True when replacing creates a new version and deletes nothing (task definitions).
