@@ -85,7 +85,7 @@ def apply_plan(plan: Plan) -> dict[str, dict[str, Any]]:
             try:
                 fut.result()
             except Exception as exc:  # noqa: BLE001 - collected and reported below
-                failed.append(f"{key}: {exc}")
+                failed.append(str(exc) if key in str(exc) else f"{key}: {exc}")
         else:
             skipped.append(key)
     if failed or skipped:

@@ -138,7 +138,7 @@ def client(service: str, region: str | None = None) -> Any:
         cfg = Config(
             retries={
                 "mode": os.environ.get("INFRA_AWS_RETRY_MODE", "standard"),
-                "max_attempts": int(os.environ.get("INFRA_AWS_MAX_ATTEMPTS", "8")),
+                "total_max_attempts": int(os.environ.get("INFRA_AWS_MAX_ATTEMPTS", "8")),
             },
             connect_timeout=10,
             read_timeout=60,
@@ -232,9 +232,10 @@ def iam_propagation_timeout() -> float:
 
 
 def retry_iam_propagation(fn: Callable[[], T], *, action: str, resource: str,
-                          timeout: float | None = None, sleep: float = 2.0) -> T:
+                          timeout: float | None = None, sleep: float | None = None) -> T:
     """Call `fn`, retrying only the 'new role not usable yet' errors, for a bounded time."""
     limit = iam_propagation_timeout() if timeout is None else timeout
+    sleep = float(os.environ.get("INFRA_IAM_RETRY_SLEEP", "2")) if sleep is None else sleep
     deadline = time.monotonic() + limit
     attempt = 0
     while True:

@@ -49,7 +49,8 @@ def account_resources(cfg: InfraConfig, a: Account, facts: Facts) -> list[Resour
     return [
         Resource("ecr.repository", a.ecr_repository,
                  ecr.desired_props(cfg.ecr.images_kept, cfg.ecr.tag_mutability, t)),
-        Resource("secretsmanager.secret", a.secret_name, secrets.desired_props(t, secrets.credentials_from_env())),
+        Resource("secretsmanager.secret", a.secret_name, secrets.desired_props(t, secrets.credentials_from_env()),
+                 ident={"initial": secrets.initial_value()}),
         Resource("iam.oidc_provider", a.oidc_host, {"audience_registered": True, "tags": t},
                  ident={"audience": cfg.circleci.org_id}),
         Resource("iam.role", a.ci_deploy_role, iam.role_props(

@@ -18,13 +18,22 @@ from .model import Diff, Observed, Resource, Sensitive
 
 
 def credentials_from_env() -> Sensitive | None:
+    """Credentials given for this run; when given, the secret is kept equal to them."""
     url, key = os.environ.get("PREFECT_API_URL"), os.environ.get("PREFECT_API_KEY")
     if url and key:
         return Sensitive({"PREFECT_API_URL": url, "PREFECT_API_KEY": key})
-    if os.environ.get("INFRA_SANDBOX_ACCOUNT"):
-        # Sandbox only: a placeholder so the whole stack can be built without Prefect Cloud.
-        return Sensitive({"PREFECT_API_URL": url or "http://127.0.0.1:4200/api", "PREFECT_API_KEY": "sandbox"})
     return None
+
+
+def initial_value() -> Sensitive | None:
+    """The value to create a missing secret with."""
+    given = credentials_from_env()
+    if given is None and os.environ.get("INFRA_SANDBOX_ACCOUNT"):
+        # Sandbox only: a placeholder so the whole stack can be built without Prefect Cloud;
+        # only ever used to create, never compared with an existing secret.
+        url = os.environ.get("PREFECT_API_URL") or "http://127.0.0.1:4200/api"
+        return Sensitive({"PREFECT_API_URL": url, "PREFECT_API_KEY": "sandbox"})
+    return given
 
 
 def desired_props(tags: dict[str, str], value: Sensitive | None) -> dict[str, Any]:
@@ -45,7 +54,7 @@ class SecretHandler(Handler):
     adopt_existing = True
 
     def create_blocker(self, res: Resource, props: dict[str, Any]) -> str | None:
-        if props.get("value") is None:
+        if props.get("value") is None and res.ident.get("initial") is None:
             return (f"{res.key} does not exist and no credentials were given: set PREFECT_API_URL and "
                     f"PREFECT_API_KEY in the environment for this run (they are stored, never printed)")
         return None
@@ -72,8 +81,9 @@ class SecretHandler(Handler):
         blocker = self.create_blocker(res, props)
         if blocker:
             raise InfraError(blocker)
+        value = props.get("value") or res.ident["initial"]
         out = call("CreateSecret", res.key, client("secretsmanager").create_secret, Name=res.name,
-                   Description=props["description"], SecretString=json.dumps(props["value"].value),
+                   Description=props["description"], SecretString=json.dumps(value.value),
                    Tags=tag_list(props["tags"]))
         return {"arn": out["ARN"], "name": res.name}
 

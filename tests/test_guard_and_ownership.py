@@ -1,0 +1,84 @@
+"""Account guard, ownership conflicts and --adopt."""
+
+from __future__ import annotations
+
+import pytest
+
+from infra_tasks import aws, emulator
+
+from .conftest import DEV_ACCOUNT, REGION, run_cli
+
+P = "prefect-flows"
+
+
+def test_wrong_account_exits_1_before_any_change(moto_url, prefect_api, capsys) -> None:
+    emulator.reset(moto_url)
+    with emulator.sandbox_env(moto_url, DEV_ACCOUNT, REGION):  # credentials of the dev account
+        aws.CALLS.reset()
+        assert run_cli("--env", "production", "--yes") == 1
+        err = capsys.readouterr().err
+        assert "configured for account 222222222222" in err and "belong to account 111111111111" in err
+        assert aws.CALLS.mutating() == []
+        assert [op for _, op in aws.CALLS.snapshot()] == ["GetCallerIdentity"]
+
+
+def test_unowned_resource_is_a_conflict_until_adopted(bootstrap, boto, capsys) -> None:
+    logs = boto("logs")
+    logs.create_log_group(logGroupName=f"/ecs/{P}-main/agent", tags={"team": "legacy"})
+    aws.CALLS.reset()
+    assert bootstrap("--plan") == 1
+    out = capsys.readouterr()
+    assert f"conflict  logs.group//ecs/{P}-main/agent" in out.out
+    assert "--adopt" in out.out
+    # Apply stops before changing anything at all.
+    assert bootstrap("--yes") == 1
+    err = capsys.readouterr().err
+    assert "nothing was changed" in err
+    assert aws.CALLS.mutating() == []
+    # --adopt: the plan shows the takeover (ownership tag) and apply performs it.
+    assert bootstrap("--plan", "--adopt") == 2
+    out = capsys.readouterr().out
+    assert "adopting (adds ownership tag)" in out and "tags.managed-by: (absent) -> prefect-aws-stack/prefect-flows" in out
+    assert bootstrap("--yes", "--adopt") == 0
+    arn = logs.describe_log_groups(logGroupNamePrefix=f"/ecs/{P}-main/agent")["logGroups"][0]["arn"].rstrip(":*")
+    tags = logs.list_tags_for_resource(resourceArn=arn)["tags"]
+    assert tags["managed-by"] == "prefect-aws-stack/prefect-flows" and tags["team"] == "data-platform"
+    assert bootstrap("--plan") == 0
+
+
+def test_resource_of_another_stack_is_a_conflict(bootstrap, boto, capsys) -> None:
+    boto("sqs").create_queue(QueueName=f"{P}-main-ecs-events-dlq", tags={"managed-by": "someone-else"})
+    assert bootstrap("--plan") == 1
+    assert "owned by another stack (managed-by=someone-else)" in capsys.readouterr().out
+
+
+def test_existing_oidc_provider_and_secret_are_adopted(bootstrap, boto, capsys) -> None:
+    org = "a1b2c3d4-0000-4000-8000-000000000001"
+    iam = boto("iam")
+    iam.create_open_id_connect_provider(Url=f"https://oidc.circleci.com/org/{org}", ClientIDList=[org],
+                                        ThumbprintList=["9e99a48a9960b14926bb7f3b02e22da2b0ab7280"])
+    boto("secretsmanager").create_secret(Name=f"{P}/prefect-credentials",
+                                         SecretString='{"PREFECT_API_URL": "u", "PREFECT_API_KEY": "k"}')
+    assert bootstrap("--plan") == 2
+    out = capsys.readouterr().out
+    assert "conflict" not in out.split("\n", 1)[1]
+    assert bootstrap("--yes") == 0
+    assert len(iam.list_open_id_connect_providers()["OpenIDConnectProviderList"]) == 1
+    # The adopted secret keeps its value and its (absent) tags.
+    sm = boto("secretsmanager")
+    assert sm.get_secret_value(SecretId=f"{P}/prefect-credentials")["SecretString"].endswith('"k"}')
+    assert bootstrap("--plan") == 0
+
+
+def test_missing_secret_without_credentials_blocks_apply(aws_env, prefect_api, monkeypatch, capsys) -> None:
+    """Against real AWS (no sandbox placeholder) a missing secret needs PREFECT_API_URL/KEY."""
+    monkeypatch.delenv("INFRA_SANDBOX_ACCOUNT")
+    monkeypatch.delenv("PREFECT_API_KEY", raising=False)
+    aws.reset_clients()
+    # Without the sandbox header the emulator acts as its default account: point the
+    # config at it so the account guard passes.
+    acct = "123456789012"
+    assert run_cli("--env", "production", "--set", f'environments.production.account_id="{acct}"', "--yes") == 1
+    err = capsys.readouterr().err
+    assert "set PREFECT_API_URL and PREFECT_API_KEY" in err and "nothing was changed" in err
+    assert aws.CALLS.mutating() == []
