@@ -98,6 +98,16 @@ def environment_for_type(cfg: InfraConfig, t: str, branch: str | None = None) ->
                       f"(environments.*.deployment_types)")
 
 
+def pool_name_error(pool: str) -> str | None:
+    # The Prefect API (server and Cloud) answers 403 to creating or updating a work pool
+    # whose name starts with "prefect", in any case: those names are reserved.
+    if pool.lower().startswith("prefect"):
+        return (f"work pool name {pool!r} is unusable: Prefect reserves work pool names starting with "
+                f"'prefect' (its API refuses to create them); choose an infra.toml prefix that does not "
+                f"start with 'prefect'")
+    return None
+
+
 def image_reference(cfg: InfraConfig, acct: Account, tag: str) -> str:
     """The agent image of this account: flows run in the image the agent runs."""
     repo = cfg.agent.image_repository or f"{acct.registry}/{acct.ecr_repository}"
@@ -353,6 +363,9 @@ def plan_deployments(specs: list[FlowSpec], flow_names: dict[str, str], cfg: Inf
     env_name = environment_for_type(cfg, t)
     acct = Account(cfg, env_name, cfg.env(env_name).account_id, cfg.region)
     pool = acct.deployment(t).pool
+    err = pool_name_error(pool)
+    if err:
+        raise DeployError(err)
     image = image_reference(cfg, acct, image_tag)
     descriptions = flow_descriptions or {}
     out = []

@@ -1,5 +1,8 @@
 """The flow deployer (deployments/flows.py): pure mapping and validation as tables,
-then real deployments against the session's Prefect test server (conftest `prefect_api`)."""
+then real deployments against the session's Prefect test server (conftest `prefect_api`).
+
+Most tests use the repository's infra.toml with another prefix: Prefect refuses work
+pool names starting with "prefect" (see test_repository_prefix_gives_usable_work_pool_names)."""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from deployments.flows import DeployError, ManifestError, main
 from infra_tasks.config import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
-PREFIX = "prefect-flows"
+PREFIX = "data-flows"
 PROD_REGISTRY = "222222222222.dkr.ecr.us-east-1.amazonaws.com"
 DEV_REGISTRY = "111111111111.dkr.ecr.us-east-1.amazonaws.com"
 TAG = "prefect-agent-abc1234"
@@ -31,6 +34,24 @@ tags = ["example"]
 cron = "0 6 * * 1-5"
 timezone = "Europe/Berlin"
 """
+
+
+@pytest.fixture(scope="module")
+def config_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The repository's infra.toml with a prefix Prefect accepts for work pools."""
+    text = (ROOT / "infra.toml").read_text()
+    assert 'prefix = "prefect-flows"' in text
+    path = tmp_path_factory.mktemp("config") / "infra.toml"
+    path.write_text(text.replace('prefix = "prefect-flows"', f'prefix = "{PREFIX}"'))
+    return path
+
+
+@pytest.fixture
+def deploy(config_path: Path):
+    """`python -m deployments.flows` in-process with the test config."""
+    def run(*argv: str) -> int:
+        return main([*argv, "--config", str(config_path)])
+    return run
 
 
 def manifest(tmp_path: Path, text: str) -> Path:
@@ -145,19 +166,23 @@ def test_import_errors_are_reported(tmp_path: Path) -> None:
 
 # --- what gets deployed (pure) ----------------------------------------------------------
 
-def plan(t: str, *specs_: deployer.FlowSpec, cfg: Any = None, tag: str = TAG) -> list[deployer.PlannedDeployment]:
-    cfg = cfg or load_config(ROOT / "infra.toml")
+def plan(cfg: Any, t: str, *specs_: deployer.FlowSpec, tag: str = TAG) -> list[deployer.PlannedDeployment]:
     specs_ = specs_ or (spec(cron="0 6 * * *", cpu=512, memory=1024),)
     return deployer.plan_deployments(list(specs_), {s.name: "hello" for s in specs_}, cfg, t, tag)
 
 
+@pytest.fixture
+def cfg(config_path: Path) -> Any:
+    return load_config(config_path)
+
+
 @pytest.mark.parametrize(("t", "pool", "registry", "scheduled"), [
-    ("main", "prefect-flows-main", PROD_REGISTRY, True),
-    ("staging", "prefect-flows-staging", PROD_REGISTRY, False),
-    ("dev", "prefect-flows-dev", DEV_REGISTRY, False),
+    ("main", "data-flows-main", PROD_REGISTRY, True),
+    ("staging", "data-flows-staging", PROD_REGISTRY, False),
+    ("dev", "data-flows-dev", DEV_REGISTRY, False),
 ])
-def test_plan_per_type(t: str, pool: str, registry: str, scheduled: bool) -> None:
-    [p] = plan(t)
+def test_plan_per_type(cfg, t: str, pool: str, registry: str, scheduled: bool) -> None:
+    [p] = plan(cfg, t)
     assert p.name == f"hello-{t}" and p.full_name == f"hello/hello-{t}"
     assert p.work_pool == pool
     assert p.image == f"{registry}/{PREFIX}:{TAG}"
@@ -170,21 +195,39 @@ def test_plan_per_type(t: str, pool: str, registry: str, scheduled: bool) -> Non
                              {"directory": deployer.IMAGE_WORKDIR}},)
 
 
-def test_plan_without_resources_uses_pool_defaults_and_types_filter() -> None:
+def test_plan_without_resources_uses_pool_defaults_and_types_filter(cfg) -> None:
     a = spec(name="a")
     b = spec(name="b", deployment_types=["main"])
-    assert [p.spec_name for p in plan("staging", a, b)] == ["a"]
-    main_plans = plan("main", a, b)
+    assert [p.spec_name for p in plan(cfg, "staging", a, b)] == ["a"]
+    main_plans = plan(cfg, "main", a, b)
     assert [p.spec_name for p in main_plans] == ["a", "b"]
     assert all(set(p.job_variables) == {"image"} for p in main_plans)
 
 
-def test_plan_follows_a_custom_agent_repository_and_rejects_bad_tags() -> None:
-    cfg = load_config(ROOT / "infra.toml", {"agent": {"image_repository": "registry.example.com/team/agent"}})
-    [p] = plan("main", cfg=cfg)
+def test_plan_follows_a_custom_agent_repository_and_rejects_bad_tags(config_path) -> None:
+    custom = load_config(config_path, {"agent": {"image_repository": "registry.example.com/team/agent"}})
+    [p] = plan(custom, "main")
     assert p.image == f"registry.example.com/team/agent:{TAG}"
     with pytest.raises(DeployError, match="not a valid tag"):
-        plan("main", tag="-bad tag")
+        plan(custom, "main", tag="-bad tag")
+
+
+@pytest.mark.parametrize("prefix", ["prefect-flows", "Prefect-x", "prefectflows"])
+def test_pool_names_prefect_reserves_are_refused_before_deploying(config_path, prefix: str) -> None:
+    reserved = load_config(config_path, {"prefix": prefix.lower()})
+    with pytest.raises(DeployError, match="reserves work pool names starting with 'prefect'"):
+        plan(reserved, "main")
+
+
+def test_repository_prefix_gives_usable_work_pool_names() -> None:
+    """infra.toml's prefix names the work pools; the Prefect API refuses to create pools
+    whose name starts with 'prefect' (HTTP 403, server and Cloud alike)."""
+    from infra_tasks.names import Account
+
+    cfg = load_config(ROOT / "infra.toml")
+    for name, env in cfg.environments.items():
+        for d in Account(cfg, name, env.account_id, cfg.region).deployments:
+            assert deployer.pool_name_error(d.pool) is None, deployer.pool_name_error(d.pool)
 
 
 # --- deploying against a Prefect server ----------------------------------------------------
@@ -233,9 +276,9 @@ def server(ecs_pools: tuple[str, ...]) -> Iterator[tuple[str, ...]]:
     yield ecs_pools
 
 
-def test_main_deploys_to_main_pool_with_image_resources_and_schedule(server, tmp_path, capsys) -> None:
+def test_main_deploys_to_main_pool_with_image_resources_and_schedule(deploy, server, tmp_path, capsys) -> None:
     m = manifest(tmp_path, HELLO)
-    assert main(["--branch", "main-v2", "--manifest", str(m), "--image-tag", TAG]) == 0
+    assert deploy("--branch", "main-v2", "--manifest", str(m), "--image-tag", TAG) == 0
     d = read("hello/hello-main")
     assert d.work_pool_name == f"{PREFIX}-main"
     assert d.job_variables == {"image": f"{PROD_REGISTRY}/{PREFIX}:{TAG}", "cpu": 512, "memory": 1024}
@@ -254,9 +297,9 @@ def test_main_deploys_to_main_pool_with_image_resources_and_schedule(server, tmp
     assert "Deployed 1 flow deployment(s)" in capsys.readouterr().out
 
 
-def test_staging_deploys_without_schedule(server, tmp_path) -> None:
+def test_staging_deploys_without_schedule(deploy, server, tmp_path) -> None:
     m = manifest(tmp_path, HELLO)
-    assert main(["--branch", "staging-v2", "--manifest", str(m), "--image-tag", TAG]) == 0
+    assert deploy("--branch", "staging-v2", "--manifest", str(m), "--image-tag", TAG) == 0
     d = read("hello/hello-staging")
     assert d.work_pool_name == f"{PREFIX}-staging"
     assert d.job_variables["image"] == f"{PROD_REGISTRY}/{PREFIX}:{TAG}"
@@ -264,13 +307,13 @@ def test_staging_deploys_without_schedule(server, tmp_path) -> None:
     assert [x.name for x in deployments_in(server)] == ["hello-staging"]
 
 
-def test_redeploy_updates_in_place_and_replaces_the_schedule(server, tmp_path, capsys) -> None:
+def test_redeploy_updates_in_place_and_replaces_the_schedule(deploy, server, tmp_path, capsys) -> None:
     first = manifest(tmp_path, HELLO)
-    assert main(["--branch", "main-v2", "--manifest", str(first), "--image-tag", TAG]) == 0
+    assert deploy("--branch", "main-v2", "--manifest", str(first), "--image-tag", TAG) == 0
     before = read("hello/hello-main")
     changed = tmp_path / "changed.toml"
     changed.write_text(textwrap.dedent(HELLO).replace("0 6 * * 1-5", "30 2 * * *").replace("cpu = 512", "cpu = 256"))
-    assert main(["--branch", "main-v2", "--manifest", str(changed), "--image-tag", "prefect-agent-def5678"]) == 0
+    assert deploy("--branch", "main-v2", "--manifest", str(changed), "--image-tag", "prefect-agent-def5678") == 0
     after = read("hello/hello-main")
     assert after.id == before.id
     assert [s.schedule.cron for s in after.schedules] == ["30 2 * * *"]
@@ -278,25 +321,25 @@ def test_redeploy_updates_in_place_and_replaces_the_schedule(server, tmp_path, c
     unscheduled = tmp_path / "unscheduled.toml"
     unscheduled.write_text("\n".join(line for line in textwrap.dedent(HELLO).splitlines()
                                      if not line.startswith(("cron", "timezone"))))
-    assert main(["--branch", "main-v2", "--manifest", str(unscheduled), "--image-tag", TAG]) == 0
+    assert deploy("--branch", "main-v2", "--manifest", str(unscheduled), "--image-tag", TAG) == 0
     assert read("hello/hello-main").schedules == []
     assert len(deployments_in(server)) == 1
 
 
-def test_deployments_missing_from_the_manifest_are_reported_not_deleted(server, tmp_path, capsys) -> None:
+def test_deployments_missing_from_the_manifest_are_reported_not_deleted(deploy, server, tmp_path, capsys) -> None:
     two = manifest(tmp_path, HELLO + '\n[[flows]]\nname = "hello2"\nentrypoint = "flows/example.py:hello"\n')
-    assert main(["--branch", "main-v2", "--manifest", str(two), "--image-tag", TAG]) == 0
+    assert deploy("--branch", "main-v2", "--manifest", str(two), "--image-tag", TAG) == 0
     one = tmp_path / "one.toml"
     one.write_text(textwrap.dedent(HELLO))
     capsys.readouterr()
-    assert main(["--branch", "main-v2", "--manifest", str(one), "--image-tag", TAG]) == 0
+    assert deploy("--branch", "main-v2", "--manifest", str(one), "--image-tag", TAG) == 0
     assert "hello/hello2-main" in capsys.readouterr().err
     assert sorted(x.name for x in deployments_in(server)) == ["hello-main", "hello2-main"]
 
 
-def test_dry_run_creates_nothing(server, tmp_path, capsys) -> None:
+def test_dry_run_creates_nothing(deploy, server, tmp_path, capsys) -> None:
     m = manifest(tmp_path, HELLO)
-    assert main(["--branch", "main-v2", "--manifest", str(m), "--image-tag", TAG, "--dry-run"]) == 0
+    assert deploy("--branch", "main-v2", "--manifest", str(m), "--image-tag", TAG, "--dry-run") == 0
     out = capsys.readouterr().out
     assert "Would deploy 1 flow deployment(s) of type 'main'" in out
     assert f"{PROD_REGISTRY}/{PREFIX}:{TAG}" in out and "cron '0 6 * * 1-5' (Europe/Berlin)" in out
@@ -304,13 +347,13 @@ def test_dry_run_creates_nothing(server, tmp_path, capsys) -> None:
     assert deployments_in(server) == []
 
 
-def test_dry_run_needs_no_prefect_api(tmp_path, capsys) -> None:
+def test_dry_run_needs_no_prefect_api(deploy, tmp_path, capsys) -> None:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     m = manifest(tmp_path, HELLO)
     with temporary_settings(restore_defaults={PREFECT_API_URL}):
-        assert main(["--branch", "staging-v2", "--manifest", str(m), "--dry-run"]) == 0
-        assert main(["--branch", "staging-v2", "--manifest", str(m)]) == 1
+        assert deploy("--branch", "staging-v2", "--manifest", str(m), "--dry-run") == 0
+        assert deploy("--branch", "staging-v2", "--manifest", str(m)) == 1
     assert "no Prefect API is configured" in capsys.readouterr().err
 
 
@@ -330,31 +373,31 @@ BAD_MANIFESTS = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD_MANIFESTS))
-def test_bad_manifest_deploys_nothing(server, tmp_path, capsys, case: str) -> None:
+def test_bad_manifest_deploys_nothing(deploy, server, tmp_path, capsys, case: str) -> None:
     old, new, fragment = BAD_MANIFESTS[case]
     good = '\n[[flows]]\nname = "fine"\nentrypoint = "flows/example.py:hello"\n'
     text = textwrap.dedent(HELLO)
     assert old in text
     # The broken flow comes second: the valid one before it must not be deployed either.
     m = manifest(tmp_path, good + text.replace(old, new))
-    assert main(["--branch", "main-v2", "--manifest", str(m), "--image-tag", TAG]) == 1
+    assert deploy("--branch", "main-v2", "--manifest", str(m), "--image-tag", TAG) == 1
     err = capsys.readouterr().err
     assert "(hello)" in err and fragment in err and "nothing was deployed" in err
     assert deployments_in(server) == []
 
 
-def test_unknown_branch_deploys_nothing(server, tmp_path, capsys) -> None:
+def test_unknown_branch_deploys_nothing(deploy, server, tmp_path, capsys) -> None:
     m = manifest(tmp_path, HELLO)
-    assert main(["--branch", "feature/new-flow", "--manifest", str(m)]) == 1
+    assert deploy("--branch", "feature/new-flow", "--manifest", str(m)) == 1
     assert "branch 'feature/new-flow' does not deploy flows" in capsys.readouterr().err
     assert deployments_in(server) == []
 
 
-def test_missing_work_pool_deploys_nothing(server, tmp_path, capsys) -> None:
-    cfg = (ROOT / "infra.toml").read_text().replace('prefix = "prefect-flows"', 'prefix = "other-flows"')
-    (tmp_path / "infra.toml").write_text(cfg)
+def test_missing_work_pool_deploys_nothing(server, config_path, tmp_path, capsys) -> None:
+    other = tmp_path / "infra.toml"
+    other.write_text(config_path.read_text().replace(f'prefix = "{PREFIX}"', 'prefix = "other-flows"'))
     m = manifest(tmp_path, HELLO)
-    assert main(["--branch", "main-v2", "--manifest", str(m), "--config", str(tmp_path / "infra.toml")]) == 1
+    assert main(["--branch", "main-v2", "--manifest", str(m), "--config", str(other)]) == 1
     err = capsys.readouterr().err
     assert "work pool 'other-flows-main' does not exist" in err and "bootstrap" in err
     assert deployments_in(["other-flows-main", *server]) == []
