@@ -51,6 +51,9 @@ SCHEDULED_TYPES = frozenset({"main"})
 DEPLOYMENT_TYPES = ("dev", "staging", "main")
 
 EXIT_OK, EXIT_ERROR = 0, 1
+# Marks the deployments this tool owns, so that deployments others create in the same
+# pools (e.g. bootstrap's management flows) are never reported as retired.
+MANIFEST_TAG = "flows-manifest"
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -385,7 +388,7 @@ def plan_deployments(specs: list[FlowSpec], flow_names: dict[str, str], cfg: Inf
             image=image,
             job_variables=job_variables,
             parameters=dict(spec.parameters),
-            tags=tuple(dict.fromkeys([*spec.tags, f"deployment-type:{t}"])),
+            tags=tuple(dict.fromkeys([*spec.tags, f"deployment-type:{t}", MANIFEST_TAG])),
             description=spec.description or descriptions.get(spec.name),
             version=image_tag,
             cron=spec.cron if scheduled else None,
@@ -483,15 +486,24 @@ def apply(client: "SyncPrefectClient", plans: list[PlannedDeployment],
 
 
 def unmanaged(client: "SyncPrefectClient", plans: list[PlannedDeployment]) -> list[str]:
-    """Deployments in the target pools that the manifest does not declare (left
-    alone: retiring a deployment is a human decision)."""
-    from prefect.client.schemas.filters import FlowFilter, FlowFilterId, WorkPoolFilter, WorkPoolFilterName
+    """Deployments this tool made earlier in the target pools that the manifest no
+    longer declares (left alone: retiring a deployment is a human decision)."""
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterTags,
+        FlowFilter,
+        FlowFilterId,
+        WorkPoolFilter,
+        WorkPoolFilterName,
+    )
 
     pools = sorted({p.work_pool for p in plans})
     if not pools:
         return []
     wanted = {p.full_name for p in plans}
-    found = client.read_deployments(work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=pools)))
+    found = client.read_deployments(
+        work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=pools)),
+        deployment_filter=DeploymentFilter(tags=DeploymentFilterTags(all_=[MANIFEST_TAG])))
     ids = list({d.flow_id for d in found})
     flow_names = ({f.id: f.name for f in client.read_flows(flow_filter=FlowFilter(id=FlowFilterId(any_=ids)))}
                   if ids else {})

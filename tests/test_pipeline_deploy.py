@@ -288,7 +288,7 @@ def test_main_deploys_to_main_pool_with_image_resources_and_schedule(deploy, ser
                              {"directory": deployer.IMAGE_WORKDIR}}]
     assert d.parameters == {"name": "tests"}
     assert d.version == TAG
-    assert set(d.tags) == {"example", "deployment-type:main"}
+    assert set(d.tags) == {"example", "deployment-type:main", deployer.MANIFEST_TAG}
     assert d.enforce_parameter_schema is True
     assert d.parameter_openapi_schema["properties"]["name"]["maxLength"] == 100
     assert [(s.schedule.cron, s.schedule.timezone, s.active) for s in d.schedules] == [
@@ -327,14 +327,21 @@ def test_redeploy_updates_in_place_and_replaces_the_schedule(deploy, server, tmp
 
 
 def test_deployments_missing_from_the_manifest_are_reported_not_deleted(deploy, server, tmp_path, capsys) -> None:
+    from prefect.client.orchestration import get_client
+
     two = manifest(tmp_path, HELLO + '\n[[flows]]\nname = "hello2"\nentrypoint = "flows/example.py:hello"\n')
     assert deploy("--branch", "main-v2", "--manifest", str(two), "--image-tag", TAG) == 0
+    # A deployment someone else made in the same pool (e.g. bootstrap's drift check).
+    with get_client(sync_client=True) as client:
+        client.create_deployment(flow_id=client.create_flow_from_name("drift-check"), name="drift-check",
+                                 work_pool_name=f"{PREFIX}-main", entrypoint="flows/drift.py:check")
     one = tmp_path / "one.toml"
     one.write_text(textwrap.dedent(HELLO))
     capsys.readouterr()
     assert deploy("--branch", "main-v2", "--manifest", str(one), "--image-tag", TAG) == 0
-    assert "hello/hello2-main" in capsys.readouterr().err
-    assert sorted(x.name for x in deployments_in(server)) == ["hello-main", "hello2-main"]
+    err = capsys.readouterr().err
+    assert "hello/hello2-main" in err and "drift-check" not in err
+    assert sorted(x.name for x in deployments_in(server)) == ["drift-check", "hello-main", "hello2-main"]
 
 
 def test_dry_run_creates_nothing(deploy, server, tmp_path, capsys) -> None:
