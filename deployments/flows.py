@@ -102,8 +102,8 @@ def environment_for_type(cfg: InfraConfig, t: str, branch: str | None = None) ->
 
 
 def pool_name_error(pool: str) -> str | None:
-    # The Prefect API (server and Cloud) answers 403 to creating or updating a work pool
-    # whose name starts with "prefect", in any case: those names are reserved.
+    # The Prefect server (3.9) answers 403 to creating or updating a work pool whose name
+    # starts with "prefect", in any letter case: those names are reserved for Prefect.
     if pool.lower().startswith("prefect"):
         return (f"work pool name {pool!r} is unusable: Prefect reserves work pool names starting with "
                 f"'prefect' (its API refuses to create them); choose an infra.toml prefix that does not "

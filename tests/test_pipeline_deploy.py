@@ -221,7 +221,7 @@ def test_pool_names_prefect_reserves_are_refused_before_deploying(config_path, p
 
 def test_repository_prefix_gives_usable_work_pool_names() -> None:
     """infra.toml's prefix names the work pools; the Prefect API refuses to create pools
-    whose name starts with 'prefect' (HTTP 403, server and Cloud alike)."""
+    whose name starts with 'prefect' (HTTP 403 from the server)."""
     from infra_tasks.names import Account
 
     cfg = load_config(ROOT / "infra.toml")
