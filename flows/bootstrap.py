@@ -22,9 +22,11 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from infra_tasks import engine, progress
+from infra_tasks import engine, lock, progress
 from infra_tasks.aws import CALLS, InfraError
-from infra_tasks.config import ConfigError, InfraConfig, load_config
+from infra_tasks.config import ConfigError, InfraConfig
+from infra_tasks.effective import effective_config
+from infra_tasks.prefect_objects import PREFECT_CALLS
 from infra_tasks.model import Action, Change, Plan
 from infra_tasks.render import render_text, write_json
 
@@ -95,19 +97,26 @@ def apply_plan(plan: Plan) -> dict[str, dict[str, Any]]:
     return outputs
 
 
-def _sandboxed() -> bool:
-    return bool(os.environ.get("INFRA_SANDBOX_ACCOUNT"))
-
-
 @flow(name="infra-apply", task_runner=ThreadPoolTaskRunner(max_workers=8), validate_parameters=True)
 def apply_infra(env: str, config_path: str | None = None, overrides: dict[str, Any] | None = None,
                 adopt: bool = False, parallelism: int = 8, expected_digest: str | None = None,
-                wait_stable: bool = True) -> dict[str, Any]:
-    """Compute the plan, apply it, then verify that a fresh plan is empty."""
-    log = get_run_logger()
-    cfg = load_config(config_path, overrides)
+                wait_stable: bool = True, include_prefect: bool = True) -> dict[str, Any]:
+    """Compute the plan, apply it, then verify that a fresh plan is empty — holding the
+    environment's lock so no other mutating run applies at the same time."""
+    cfg, notes = effective_config(config_path, env, overrides, use_prefect=include_prefect)
     facts = engine.gather_facts(cfg, env)
-    plan = engine.plan(cfg, env, facts, adopt=adopt, parallelism=parallelism)
+    if not include_prefect:
+        return _apply_locked(cfg, env, facts, adopt, parallelism, expected_digest, wait_stable, False, notes)
+    with lock.held(cfg, env):
+        return _apply_locked(cfg, env, facts, adopt, parallelism, expected_digest, wait_stable, True, notes)
+
+
+def _apply_locked(cfg: InfraConfig, env: str, facts: Any, adopt: bool, parallelism: int,
+                  expected_digest: str | None, wait_stable: bool, include_prefect: bool,
+                  notes: list[str]) -> dict[str, Any]:
+    log = get_run_logger()
+    plan = engine.plan(cfg, env, facts, adopt=adopt, parallelism=parallelism, include_prefect=include_prefect,
+                       notes=notes)
     if expected_digest and plan.digest() != expected_digest:
         raise PlanChanged("the infrastructure changed between the plan you confirmed and the apply; nothing was "
                           "changed. Run bootstrap again to see the new plan.")
@@ -115,11 +124,11 @@ def apply_infra(env: str, config_path: str | None = None, overrides: dict[str, A
     log.info("applying %d changes to %s (account %s)", len(plan.pending), env, facts.account_id)
     if plan.pending:
         apply_plan(plan)
-    verify = engine.plan(cfg, env, facts, adopt=False, parallelism=parallelism)
+    verify = engine.plan(cfg, env, facts, adopt=False, parallelism=parallelism, include_prefect=include_prefect)
     if not verify.empty:
         raise InfraError("verify: after applying, these still differ from the configuration:\n"
                          + render_text(verify))
-    if wait_stable and not _sandboxed() and any(c.resource.kind == "ecs.service" for c in plan.pending):
+    if wait_stable and not engine.sandboxed() and any(c.resource.kind == "ecs.service" for c in plan.pending):
         from infra_tasks.ecs import wait_stable as wait
         from infra_tasks.names import Account
 
@@ -172,6 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="take over resources that have our names but not our ownership tag")
     p.add_argument("--plan-out", metavar="FILE", help="also write the plan as JSON to FILE")
     p.add_argument("--show-unchanged", action="store_true", help="list unchanged resources in the plan too")
+    p.add_argument("--rotate-credentials", action="store_true",
+                   help="set the Prefect credentials secret to PREFECT_API_URL/PREFECT_API_KEY from the environment "
+                        "(a missing secret is always created from them)")
+    p.add_argument("--no-prefect", action="store_true",
+                   help="manage only AWS: skip work pools, blocks, deployments, the lock and UI-approved changes")
     p.add_argument("--no-wait", action="store_true",
                    help="do not wait for the agent services to become stable after applying (real AWS only)")
     return p
@@ -185,22 +199,31 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load(args)
     except ConfigError as exc:
         return fail(str(exc))
+    if args.rotate_credentials:
+        if not (os.environ.get("PREFECT_API_URL") and os.environ.get("PREFECT_API_KEY")):
+            return fail("--rotate-credentials needs PREFECT_API_URL and PREFECT_API_KEY in the environment")
+        os.environ["INFRA_ROTATE_CREDENTIALS"] = "1"
     started = time.monotonic()
     CALLS.reset()
+    PREFECT_CALLS.reset()
     try:
         with aws_target(args, cfg):
             code = _run(args, cfg)
-    except InfraError as exc:
+    except (InfraError, ConfigError) as exc:
         return fail(str(exc))
     finally:
+        os.environ.pop("INFRA_ROTATE_CREDENTIALS", None)
         mutating = len(CALLS.mutating())
-        print(f"AWS calls: {CALLS.total} ({mutating} mutating) in {time.monotonic() - started:.1f}s",
-              file=sys.stderr)
+        print(f"AWS calls: {CALLS.total} ({mutating} mutating); Prefect writes: {PREFECT_CALLS.total}; "
+              f"{time.monotonic() - started:.1f}s", file=sys.stderr)
     return code
 
 
 def _run(args: argparse.Namespace, cfg: InfraConfig) -> int:
-    plan = engine.plan(cfg, args.env, adopt=args.adopt, parallelism=args.parallelism)
+    include_prefect = not args.no_prefect
+    cfg, notes = effective_config(args.config, args.env, parse_overrides(args.overrides), include_prefect)
+    plan = engine.plan(cfg, args.env, adopt=args.adopt, parallelism=args.parallelism,
+                       include_prefect=include_prefect, notes=notes)
     print(render_text(plan, show_noop=args.show_unchanged))
     if args.plan_out:
         write_json(plan, args.plan_out)
@@ -216,7 +239,8 @@ def _run(args: argparse.Namespace, cfg: InfraConfig) -> int:
         print("Cancelled; nothing was changed.", file=sys.stderr)
         return EXIT_ERROR
     result = run_apply({"env": args.env, "config_path": args.config, "overrides": parse_overrides(args.overrides),
-                        "adopt": args.adopt, "wait_stable": not args.no_wait}, plan, args.parallelism)
+                        "adopt": args.adopt, "wait_stable": not args.no_wait, "include_prefect": include_prefect},
+                       plan, args.parallelism)
     print(f"Applied {result['applied']} changes; verified {result['verified']} resources: no differences remain.")
     return EXIT_OK
 

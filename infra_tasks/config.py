@@ -265,6 +265,23 @@ class CircleCI(_Model):
 
 class PrefectSettings(_Model):
     credentials_secret_name: str = ""
+    # Schedule of the drift-check deployment (cron, UTC).
+    drift_check_cron: str = "0 * * * *"
+    # Whose agent pool runs the management deployments; default: the environment's last type.
+    management_deployment_type: Literal["dev", "staging", "main"] | None = None
+    # Seconds a mutating run waits for another one to finish before failing.
+    lock_timeout_seconds: int = Field(600, ge=1, le=86400)
+
+    @field_validator("drift_check_cron")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        from prefect.client.schemas.schedules import CronSchedule
+
+        try:
+            CronSchedule(cron=v, timezone="UTC")
+        except ValueError:
+            raise ValueError("not a valid cron expression (5 fields: minute hour day month weekday)") from None
+        return v
 
     @field_validator("credentials_secret_name")
     @classmethod
@@ -299,6 +316,9 @@ class InfraConfig(_Model):
             )
         if "--" in v:
             raise ValueError("prefix must not contain '--'")
+        if v.startswith("prefect"):
+            raise ValueError("prefix must not start with 'prefect': work pools are named '{prefix}-{type}' and "
+                             "Prefect reserves pool names starting with 'prefect'")
         return v
 
     @field_validator("region")
@@ -354,6 +374,14 @@ class InfraConfig(_Model):
                 f"environment {name!r} is not in infra.toml; configured: {', '.join(sorted(self.environments))}"
             )
         return self.environments[name]
+
+    def management_type(self, env_name: str) -> str:
+        env = self.env(env_name)
+        chosen = self.prefect.management_deployment_type or env.deployment_types[-1]
+        if chosen not in env.deployment_types:
+            raise ConfigError(f"prefect.management_deployment_type = {chosen!r} is not a deployment type of "
+                              f"environment {env_name!r} ({env.deployment_types})")
+        return chosen
 
     def secret_name(self) -> str:
         return self.prefect.credentials_secret_name or f"{self.prefix}/prefect-credentials"

@@ -12,7 +12,9 @@ import concurrent.futures as cf
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
-from . import autoscaling, ecr, ecs, ecs_taskdef, events, iam, logs, s3, secrets, sqs
+import os
+
+from . import autoscaling, ecr, ecs, ecs_taskdef, events, iam, logs, prefect_objects, s3, secrets, sqs
 from .aws import ClientError, InfraError, client, translate, use_region
 from .config import InfraConfig
 from .desired import Facts, desired_state, owner_value
@@ -26,8 +28,9 @@ HANDLERS: dict[str, Handler] = {h.kind: h for h in (
     s3.BucketHandler(), ecr.RepositoryHandler(), logs.LogGroupHandler(), secrets.SecretHandler(),
     iam.RoleHandler(), iam.OidcProviderHandler(), SecurityGroupHandler(), sqs.QueueHandler(),
     events.RuleHandler(), ecs.ClusterHandler(), ecs_taskdef.TaskDefinitionHandler(), ecs.ServiceHandler(),
-    autoscaling.ScalableTargetHandler(), autoscaling.ScalingPolicyHandler(),
+    autoscaling.ScalableTargetHandler(), autoscaling.ScalingPolicyHandler(), *prefect_objects.HANDLERS,
 )}
+AWS_KINDS = tuple(k for k in HANDLERS if not k.startswith("prefect."))
 
 
 class AccountMismatch(InfraError):
@@ -176,7 +179,7 @@ def property_diffs(desired: dict[str, Any], observed: Observed, kind: str = "") 
 def blocking(change: Change) -> str | None:
     """Why applying this change must not start (checked for all before any change)."""
     handler = HANDLERS[change.resource.kind]
-    if change.action is Action.CONFLICT:
+    if change.action in (Action.CONFLICT, Action.NOT_CHECKED):
         return f"{change.key}: {change.reason}"
     if change.action is Action.REPLACE and not handler.replace_is_safe:
         return f"{change.key}: {change.reason}"
@@ -196,18 +199,44 @@ def read_one(res: Resource) -> Observed | None:
         raise translate(exc, "read", res.key) from None
 
 
-def read_all(resources: list[Resource], parallelism: int) -> dict[str, Observed | None]:
+class ReadFailed:
+    """A resource that could not be read (tolerant plans only: the drift check)."""
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+
+def _read_tolerant(res: Resource) -> Observed | None | ReadFailed:
+    try:
+        return read_one(res)
+    except Exception as exc:  # noqa: BLE001 - reported as NOT_CHECKED, never as in sync
+        return ReadFailed(str(exc).split("\n")[0])
+
+
+def read_all(resources: list[Resource], parallelism: int, tolerant: bool = False) -> dict[str, Any]:
+    reader = _read_tolerant if tolerant else read_one
     with cf.ThreadPoolExecutor(max_workers=max(1, parallelism)) as pool:
-        futures = {r.key: pool.submit(read_one, r) for r in resources}
+        futures = {r.key: pool.submit(reader, r) for r in resources}
         return {k: f.result() for k, f in futures.items()}
 
 
-def decide_all(resources: list[Resource], observed: dict[str, Observed | None], owner: str,
+def decide_all(resources: list[Resource], observed: dict[str, Any], owner: str,
                adopt: bool) -> list[Change]:
     outputs: dict[str, dict[str, Any]] = {}
     changes: list[Change] = []
+    unchecked: dict[str, str] = {}
     for res in topo_order(resources):
-        change = decide(res, observed.get(res.key), outputs, owner, adopt)
+        got = observed.get(res.key)
+        if isinstance(got, ReadFailed):
+            unchecked[res.key] = got.error
+            changes.append(Change(res, Action.NOT_CHECKED, f"could not be read: {got.error}"))
+            continue
+        blocked = [d for d in all_deps(res) if d in unchecked and any(r.key == d for r in refs_in(res.props))]
+        if blocked:
+            unchecked[res.key] = f"depends on {blocked[0]}, which could not be read"
+            changes.append(Change(res, Action.NOT_CHECKED, unchecked[res.key]))
+            continue
+        change = decide(res, got, outputs, owner, adopt)
         if change.observed is not None and change.action in (Action.NOOP, Action.UPDATE, Action.CONFLICT):
             outputs[res.key] = change.observed.outputs
         changes.append(change)
@@ -221,13 +250,28 @@ class PlanInput:
     facts: Facts
 
 
+def sandboxed() -> bool:
+    return bool(os.environ.get("INFRA_SANDBOX_ACCOUNT"))
+
+
+def all_resources(cfg: InfraConfig, env_name: str, facts: Facts, include_prefect: bool) -> list[Resource]:
+    resources = desired_state(cfg, env_name, facts)
+    if include_prefect:
+        from .desired_prefect import prefect_resources
+
+        resources += prefect_resources(cfg, env_name, facts, sandbox=sandboxed(),
+                                       endpoint_url=os.environ.get("AWS_ENDPOINT_URL"))
+    return resources
+
+
 def plan(cfg: InfraConfig, env_name: str, facts: Facts | None = None, adopt: bool = False,
-         parallelism: int = 8, extra: list[Resource] | None = None) -> Plan:
+         parallelism: int = 8, include_prefect: bool = False, notes: list[str] | None = None,
+         tolerant: bool = False) -> Plan:
     facts = facts or gather_facts(cfg, env_name)
-    resources = desired_state(cfg, env_name, facts) + list(extra or [])
-    observed = read_all(resources, parallelism)
+    resources = all_resources(cfg, env_name, facts, include_prefect)
+    observed = read_all(resources, parallelism, tolerant)
     changes = decide_all(resources, observed, owner_value(cfg), adopt)
-    p = Plan(env_name, facts.account_id, facts.region, changes)
+    p = Plan(env_name, facts.account_id, facts.region, changes, notes=list(notes or []))
     if facts.network.public_subnets and not cfg.env(env_name).network.assign_public_ip:
         p.warnings.append(
             f"subnets {', '.join(facts.network.public_subnets)} map public IPs on launch (public subnets); the agent "

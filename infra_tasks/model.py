@@ -84,6 +84,7 @@ class Action(str, enum.Enum):
     REPLACE = "replace"
     NOOP = "no-op"
     CONFLICT = "conflict"
+    NOT_CHECKED = "not-checked"
 
     @property
     def mutates(self) -> bool:
@@ -166,6 +167,7 @@ class Plan:
     region: str
     changes: list[Change]
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         out = {a.value: 0 for a in Action}
@@ -188,8 +190,10 @@ class Plan:
     def digest(self) -> str:
         """A fingerprint of what would change; the apply step refuses a plan whose
         digest differs from the one the user confirmed."""
+        # The run's own lock is created by acquiring it, between confirmation and apply.
         data = [
             (c.key, c.action.value, [d.render() for d in c.diffs]) for c in self.pending
+            if c.resource.kind != "prefect.concurrency_limit"
         ]
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 

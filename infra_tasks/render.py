@@ -20,7 +20,7 @@ def summary_line(plan: Plan) -> str:
 
 
 def render_text(plan: Plan, show_noop: bool = False) -> str:
-    lines = [summary_line(plan), ""]
+    lines = [summary_line(plan)] + [f"note: {n}" for n in plan.notes] + [""]
     shown = [c for c in plan.changes if show_noop or c.action is not Action.NOOP]
     if shown:
         width = max(len(c.key) for c in shown)
@@ -50,6 +50,7 @@ def to_json(plan: Plan) -> dict[str, Any]:
         "counts": plan.counts(),
         "digest": plan.digest(),
         "warnings": plan.warnings,
+        "notes": plan.notes,
         "changes": [
             {"resource": c.key, "action": c.action.value, "reason": c.reason,
              "diffs": [dict(zip(("path", "current", "desired"), d.render())) for d in c.diffs]}

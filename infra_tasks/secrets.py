@@ -17,17 +17,23 @@ from .handler import Handler, call, changed, tag_list
 from .model import Diff, Observed, Resource, Sensitive
 
 
-def credentials_from_env() -> Sensitive | None:
-    """Credentials given for this run; when given, the secret is kept equal to them."""
+def _given() -> Sensitive | None:
     url, key = os.environ.get("PREFECT_API_URL"), os.environ.get("PREFECT_API_KEY")
     if url and key:
         return Sensitive({"PREFECT_API_URL": url, "PREFECT_API_KEY": key})
     return None
 
 
+def credentials_from_env() -> Sensitive | None:
+    """The value to keep the secret equal to: only when rotation is asked for
+    (`bootstrap --rotate-credentials`). Otherwise the stored value is never read —
+    flow runs have PREFECT_API_* in their environment and must not rewrite it."""
+    return _given() if os.environ.get("INFRA_ROTATE_CREDENTIALS") == "1" else None
+
+
 def initial_value() -> Sensitive | None:
     """The value to create a missing secret with."""
-    given = credentials_from_env()
+    given = _given()
     if given is None and os.environ.get("INFRA_SANDBOX_ACCOUNT"):
         # Sandbox only: a placeholder so the whole stack can be built without Prefect Cloud;
         # only ever used to create, never compared with an existing secret.

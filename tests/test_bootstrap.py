@@ -11,7 +11,7 @@ from infra_tasks import aws
 
 from .conftest import PROD_ACCOUNT, policy_doc
 
-P = "prefect-flows"
+P = "data-flows"
 TYPES = ("staging", "main")
 ORG = "a1b2c3d4-0000-4000-8000-000000000001"
 PROJECT = "a1b2c3d4-0000-4000-8000-000000000002"
@@ -75,7 +75,8 @@ def test_secret_created_and_not_printed(bootstrap, boto, capfd, monkeypatch) -> 
     assert value["PREFECT_API_KEY"] == "pnu_TOPSECRETVALUE123"
     # Rotate the key: the plan shows a masked change, never the value.
     monkeypatch.setenv("PREFECT_API_KEY", "pnu_ROTATEDVALUE456")
-    assert bootstrap("--plan", "--plan-out", "/tmp/plan-secret.json") == 2
+    assert bootstrap("--plan") == 0  # without --rotate-credentials the stored value is left alone
+    assert bootstrap("--plan", "--rotate-credentials", "--plan-out", "/tmp/plan-secret.json") == 2
     out = capfd.readouterr()
     text = out.out + out.err + open("/tmp/plan-secret.json").read()
     assert "value: (sensitive) -> (sensitive)" in text

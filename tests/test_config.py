@@ -39,6 +39,7 @@ BAD = [
     ("prefix", "Bad_Prefix", ["prefix", "'Bad_Prefix'", "a-z"]),
     ("prefix", "xn--abc", ["prefix", "--"]),
     ("prefix", "sthree-x", ["bucket name", "sthree-"]),
+    ("prefix", "prefect-x", ["prefix", "reserves pool names"]),
     ("region", "mars-1", ["region", "'mars-1'"]),
     ("agent.desired_count", 5, ["desired_count 5", "1..2"]),
     ("agent.min_count", 3, ["min_count 3", "max_count 2"]),

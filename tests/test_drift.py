@@ -9,7 +9,7 @@ import pytest
 
 from infra_tasks import aws
 
-P = "prefect-flows"
+P = "data-flows"
 BASE = f"{P}-main"
 
 

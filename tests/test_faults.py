@@ -11,7 +11,7 @@ from botocore.awsrequest import AWSResponse
 
 from infra_tasks import aws
 
-P = "prefect-flows"
+P = "data-flows"
 
 
 class _Raw:

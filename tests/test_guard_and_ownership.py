@@ -8,7 +8,7 @@ from infra_tasks import aws, emulator
 
 from .conftest import DEV_ACCOUNT, REGION, run_cli
 
-P = "prefect-flows"
+P = "data-flows"
 
 
 def test_wrong_account_exits_1_before_any_change(moto_url, prefect_api, capsys) -> None:
@@ -38,11 +38,11 @@ def test_unowned_resource_is_a_conflict_until_adopted(bootstrap, boto, capsys) -
     # --adopt: the plan shows the takeover (ownership tag) and apply performs it.
     assert bootstrap("--plan", "--adopt") == 2
     out = capsys.readouterr().out
-    assert "adopting (adds ownership tag)" in out and "tags.managed-by: (absent) -> prefect-aws-stack/prefect-flows" in out
+    assert "adopting (adds ownership tag)" in out and "tags.managed-by: (absent) -> prefect-aws-stack/data-flows" in out
     assert bootstrap("--yes", "--adopt") == 0
     arn = logs.describe_log_groups(logGroupNamePrefix=f"/ecs/{P}-main/agent")["logGroups"][0]["arn"].rstrip(":*")
     tags = logs.list_tags_for_resource(resourceArn=arn)["tags"]
-    assert tags["managed-by"] == "prefect-aws-stack/prefect-flows" and tags["team"] == "data-platform"
+    assert tags["managed-by"] == "prefect-aws-stack/data-flows" and tags["team"] == "data-platform"
     assert bootstrap("--plan") == 0
 
 

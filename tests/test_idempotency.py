@@ -75,7 +75,7 @@ def test_stale_plan_is_refused(aws_env, prefect_api, boto) -> None:
 
     cfg = load_config(ROOT / "infra.toml")
     plan = engine.plan(cfg, "production")
-    boto("logs").create_log_group(logGroupName="/ecs/prefect-flows-main/agent")
+    boto("logs").create_log_group(logGroupName="/ecs/data-flows-main/agent")
     aws.CALLS.reset()
     with pytest.raises(InfraError, match="changed between the plan you confirmed and the apply"):
         run_apply({"env": "production", "config_path": str(ROOT / "infra.toml")}, plan, 4, live=False)

@@ -1,0 +1,98 @@
+"""Desired Prefect objects of one environment (pure data, like `desired.py`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .config import InfraConfig
+from .desired import Facts
+from .model import Ref, Resource
+from .names import Account, Deployment
+from .prefect_objects import schedule_key
+
+
+def lock_name(cfg: InfraConfig, env_name: str) -> str:
+    return f"{cfg.prefix}-{env_name}-infra-mutations"
+
+
+def sandbox_pool(cfg: InfraConfig, env_name: str) -> str:
+    return f"{cfg.prefix}-{env_name}-sandbox"
+
+
+def pool_defaults(cfg: InfraConfig, d: Deployment, facts: Facts, cred_key: str) -> dict[str, Any]:
+    a = d.account
+    env = cfg.env(a.env_name)
+    return {
+        "cluster": d.cluster_arn,
+        "launch_type": "FARGATE",
+        "vpc_id": facts.network.vpc_id,
+        # Explicit subnets and security group: without them the worker picks every subnet
+        # of the VPC and assigns a public IP.
+        "network_configuration": {
+            "subnets": list(facts.network.subnet_ids),
+            "securityGroups": [Ref(f"ec2.security_group/{d.flow_sg}", "id")],
+            "assignPublicIp": "ENABLED" if env.network.assign_public_ip else "DISABLED",
+        },
+        "execution_role_arn": a.role_arn(d.flow_exec_role),
+        "task_role_arn": a.role_arn(d.flow_task_role),
+        "configure_cloudwatch_logs": True,
+        "cloudwatch_logs_options": {"awslogs-group": d.flow_log_group, "awslogs-region": a.region,
+                                    "awslogs-stream-prefix": "flow"},
+        "image": a.agent_image,
+        "cpu": cfg.flows.cpu,
+        "memory": cfg.flows.memory,
+        # The secret holds JSON; ECS extracts one key with the ARN:key:: form.
+        "prefect_api_key_secret_arn": Ref(f"secretsmanager.secret/{a.secret_name}", "arn", "{}:PREFECT_API_KEY::"),
+        "aws_credentials": {"$ref": {"block_document_id": Ref(cred_key, "id")}},
+    }
+
+
+def prefect_resources(cfg: InfraConfig, env_name: str, facts: Facts, sandbox: bool,
+                      endpoint_url: str | None) -> list[Resource]:
+    from deployments import management
+
+    a = Account(cfg, env_name, facts.account_id, facts.region, facts.partition)
+    out: list[Resource] = []
+    for d in a.deployments:
+        cred_name = f"{d.base}"
+        cred_key = f"prefect.block/aws-credentials/{cred_name}"
+        out.append(Resource("prefect.block", f"aws-credentials/{cred_name}", {
+            "region_name": a.region, "endpoint_url": endpoint_url or "", "static_keys": False},
+            deployment_type=d.t))
+        out.append(Resource("prefect.block", f"s3-bucket/{d.base}-flows", {
+            "bucket_name": d.bucket, "credentials": cred_name},
+            deps=(cred_key, f"s3.bucket/{d.bucket}"), deployment_type=d.t))
+        out.append(Resource("prefect.work_pool", d.pool, {
+            "type": "ecs", "description": f"Flow runs of deployment type {d.t} on ECS Fargate ({cfg.prefix})",
+            "defaults": pool_defaults(cfg, d, facts, cred_key)},
+            deps=(f"ecs.cluster/{d.cluster}", f"iam.role/{d.flow_exec_role}", f"iam.role/{d.flow_task_role}",
+                  f"logs.group/{d.flow_log_group}"), deployment_type=d.t))
+    lock = lock_name(cfg, env_name)
+    out.append(Resource("prefect.concurrency_limit", lock, {"limit": 1, "active": True}))
+    mgmt = a.deployment(cfg.management_type(env_name))
+    if sandbox:
+        pool = sandbox_pool(cfg, env_name)
+        out.append(Resource("prefect.work_pool", pool, {
+            "type": "process", "description": "Sandbox stand-in for the ECS agent: runs management flows locally",
+            "defaults": {}}))
+    else:
+        pool = mgmt.pool
+    workdir = management.working_directory(sandbox)
+    for spec in management.MANAGEMENT:
+        role = a.infra_read_role if spec.read_only else a.infra_write_role
+        job_variables: dict[str, Any] = {"env": {"INFRA_ENV": env_name}}
+        if not sandbox:
+            job_variables.update(image=a.agent_image, task_role_arn=a.role_arn(role))
+        out.append(Resource("prefect.deployment", f"{spec.flow_name}/{cfg.prefix}-{env_name}", {
+            "work_pool_name": pool,
+            "entrypoint": spec.entrypoint,
+            "path": workdir,
+            "pull_steps": [{"prefect.deployments.steps.set_working_directory": {"directory": workdir}}],
+            "job_variables": job_variables,
+            "parameters": management.default_parameters(spec, env_name),
+            "tags": ["infra", env_name],
+            "description": spec.description,
+            "parameter_openapi_schema": management.parameter_schema(spec),
+            "schedules": [schedule_key(cfg.prefect.drift_check_cron)] if spec.scheduled else [],
+        }, deps=(f"prefect.work_pool/{pool}", f"iam.role/{role}")))
+    return out

@@ -1,0 +1,282 @@
+"""Prefect-side resources, reconciled like AWS ones: ECS work pools (upserting only
+the job-template defaults we own), AwsCredentials and S3Bucket blocks, the global
+concurrency limit that serialises mutating runs, and the management deployments.
+
+They talk to the Prefect API the process is connected to (the active profile or
+PREFECT_API_URL). Writes are counted in `PREFECT_CALLS` like AWS calls are.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from .aws import CallLog
+from .handler import Handler
+from .model import Diff, Observed, Resource
+
+PREFECT_CALLS = CallLog()
+
+
+def _client() -> Any:
+    from prefect.client.orchestration import get_client
+
+    return get_client(sync_client=True)
+
+
+def _record(op: str) -> None:
+    PREFECT_CALLS.record("prefect", op)
+
+
+def _not_found(exc: BaseException) -> bool:
+    from prefect.exceptions import ObjectNotFound
+
+    return isinstance(exc, ObjectNotFound)
+
+
+# --- work pools ------------------------------------------------------------------------
+
+def base_template(pool_type: str) -> dict[str, Any]:
+    if pool_type == "ecs":
+        from prefect_aws.workers.ecs_worker import ECSWorker
+
+        return ECSWorker.get_default_base_job_template()
+    from prefect.workers.process import ProcessWorker
+
+    return ProcessWorker.get_default_base_job_template()
+
+
+def with_defaults(template: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """`template` with our defaults set; every other part of it kept as it is."""
+    out = copy.deepcopy(template)
+    props = out.setdefault("variables", {}).setdefault("properties", {})
+    for name, value in defaults.items():
+        props.setdefault(name, {})["default"] = value
+    return out
+
+
+class WorkPoolHandler(Handler):
+    kind = "prefect.work_pool"
+    taggable = False  # pools carry no tags; a pool with our name is upserted, never replaced
+    replace_paths = ("type",)
+
+    def read(self, res: Resource) -> Observed | None:
+        with _client() as c:
+            try:
+                pool = c.read_work_pool(res.name)
+            except Exception as exc:  # noqa: BLE001
+                if _not_found(exc):
+                    return None
+                raise
+        template = pool.base_job_template or {}
+        props = template.get("variables", {}).get("properties", {})
+        defaults = {name: props.get(name, {}).get("default") for name in res.props["defaults"]}
+        return Observed({"type": pool.type, "defaults": defaults, "description": pool.description or ""},
+                        outputs={"id": str(pool.id), "name": pool.name, "template": template})
+
+    def create(self, res: Resource, props: dict[str, Any]) -> dict[str, Any]:
+        from prefect.client.schemas.actions import WorkPoolCreate
+
+        template = with_defaults(base_template(props["type"]), props["defaults"])
+        with _client() as c:
+            _record("CreateWorkPool")
+            pool = c.create_work_pool(WorkPoolCreate(name=res.name, type=props["type"], base_job_template=template,
+                                                     description=props["description"]))
+        return {"id": str(pool.id), "name": pool.name, "template": template}
+
+    def update(self, res: Resource, props: dict[str, Any], observed: Observed, diffs: list[Diff]) -> dict[str, Any]:
+        from prefect.client.schemas.actions import WorkPoolUpdate
+
+        # Upsert: only our defaults change; variables, job configuration and defaults a
+        # person set elsewhere in the template are kept.
+        template = with_defaults(observed.outputs["template"], props["defaults"])
+        with _client() as c:
+            _record("UpdateWorkPool")
+            c.update_work_pool(res.name, WorkPoolUpdate(base_job_template=template,
+                                                        description=props["description"]))
+        return {**observed.outputs, "template": template}
+
+
+# --- blocks ------------------------------------------------------------------------------
+
+def _block_class(slug: str) -> Any:
+    from prefect_aws import AwsCredentials, S3Bucket
+
+    return {"aws-credentials": AwsCredentials, "s3-bucket": S3Bucket}[slug]
+
+
+class BlockHandler(Handler):
+    """`res.name` is `{block-type-slug}/{block name}`."""
+
+    kind = "prefect.block"
+    taggable = False
+
+    @staticmethod
+    def _split(res: Resource) -> tuple[str, str]:
+        slug, name = res.name.split("/", 1)
+        return slug, name
+
+    def read(self, res: Resource) -> Observed | None:
+        slug, name = self._split(res)
+        with _client() as c:
+            try:
+                doc = c.read_block_document_by_name(name, slug, include_secrets=False)
+            except Exception as exc:  # noqa: BLE001
+                if _not_found(exc):
+                    return None
+                raise
+        block = _block_class(slug).load(name)
+        if slug == "aws-credentials":
+            params = block.aws_client_parameters
+            props = {"region_name": block.region_name or "",
+                     "endpoint_url": (params.endpoint_url if params else None) or "",
+                     "static_keys": bool(block.aws_access_key_id)}
+        else:
+            props = {"bucket_name": block.bucket_name,
+                     "credentials": getattr(block.credentials, "_block_document_name", None) or ""}
+        return Observed(props, outputs={"id": str(doc.id), "name": name})
+
+    def create(self, res: Resource, props: dict[str, Any]) -> dict[str, Any]:
+        slug, name = self._split(res)
+        cls = _block_class(slug)
+        if slug == "aws-credentials":
+            from prefect_aws.client_parameters import AwsClientParameters
+
+            block = cls(region_name=props["region_name"],
+                        aws_client_parameters=AwsClientParameters(endpoint_url=props["endpoint_url"] or None))
+        else:
+            block = cls(bucket_name=props["bucket_name"], credentials=_block_class("aws-credentials").load(
+                props["credentials"]))
+        _record("SaveBlockDocument")
+        block_id = block.save(name, overwrite=True)
+        return {"id": str(block_id), "name": name}
+
+    def update(self, res: Resource, props: dict[str, Any], observed: Observed, diffs: list[Diff]) -> dict[str, Any]:
+        return self.create(res, props)
+
+
+# --- the global concurrency limit ----------------------------------------------------------
+
+class ConcurrencyLimitHandler(Handler):
+    kind = "prefect.concurrency_limit"
+    taggable = False
+
+    def read(self, res: Resource) -> Observed | None:
+        with _client() as c:
+            try:
+                gcl = c.read_global_concurrency_limit_by_name(res.name)
+            except Exception as exc:  # noqa: BLE001
+                if _not_found(exc):
+                    return None
+                raise
+        return Observed({"limit": gcl.limit, "active": gcl.active}, outputs={"id": str(gcl.id), "name": res.name})
+
+    def create(self, res: Resource, props: dict[str, Any]) -> dict[str, Any]:
+        # Upsert: the lock may already have been made by `ensure_lock` when this run started.
+        existing = self.read(res)
+        if existing is not None:
+            return self.update(res, props, existing, [])
+        from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+
+        with _client() as c:
+            _record("CreateGlobalConcurrencyLimit")
+            gid = c.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(
+                name=res.name, limit=props["limit"], active=props["active"]))
+        return {"id": str(gid), "name": res.name}
+
+    def update(self, res: Resource, props: dict[str, Any], observed: Observed, diffs: list[Diff]) -> dict[str, Any]:
+        if observed.props == {k: props[k] for k in observed.props}:
+            return observed.outputs
+        from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
+
+        with _client() as c:
+            _record("UpdateGlobalConcurrencyLimit")
+            c.update_global_concurrency_limit(res.name, GlobalConcurrencyLimitUpdate(
+                limit=props["limit"], active=props["active"]))
+        return observed.outputs
+
+
+# --- deployments ---------------------------------------------------------------------------
+
+DEPLOYMENT_FIELDS = ("work_pool_name", "entrypoint", "path", "job_variables", "parameters", "tags", "description",
+                     "parameter_openapi_schema", "pull_steps")
+
+
+class DeploymentHandler(Handler):
+    """`res.name` is `{flow name}/{deployment name}`."""
+
+    kind = "prefect.deployment"
+    taggable = False
+
+    def read(self, res: Resource) -> Observed | None:
+        with _client() as c:
+            try:
+                dep = c.read_deployment_by_name(res.name)
+            except Exception as exc:  # noqa: BLE001
+                if _not_found(exc):
+                    return None
+                raise
+            schedules = c.read_deployment_schedules(dep.id)
+        props = {f: _plain(getattr(dep, f, None)) for f in DEPLOYMENT_FIELDS}
+        props["schedules"] = sorted(_schedule_key(s) for s in schedules)
+        return Observed(props, outputs={"id": str(dep.id), "name": res.name,
+                                        "schedule_ids": {_schedule_key(s): str(s.id) for s in schedules}})
+
+    def create(self, res: Resource, props: dict[str, Any]) -> dict[str, Any]:
+        flow_name, name = res.name.split("/", 1)
+        with _client() as c:
+            _record("CreateFlow")
+            flow_id = c.create_flow_from_name(flow_name)
+            _record("CreateDeployment")
+            dep_id = c.create_deployment(flow_id=flow_id, name=name, **{f: props[f] for f in DEPLOYMENT_FIELDS})
+            self._schedules(c, dep_id, props["schedules"], {})
+        return {"id": str(dep_id), "name": res.name}
+
+    def update(self, res: Resource, props: dict[str, Any], observed: Observed, diffs: list[Diff]) -> dict[str, Any]:
+        from prefect.client.schemas.actions import DeploymentUpdate
+
+        dep_id = observed.outputs["id"]
+        with _client() as c:
+            fields = {f: props[f] for f in DEPLOYMENT_FIELDS if any(d.path.split(".")[0] == f for d in diffs)}
+            if fields:
+                _record("UpdateDeployment")
+                c.update_deployment(dep_id, DeploymentUpdate(**fields))
+            if any(d.path == "schedules" for d in diffs):
+                self._schedules(c, dep_id, props["schedules"], observed.outputs["schedule_ids"])
+        return observed.outputs
+
+    @staticmethod
+    def _schedules(c: Any, dep_id: Any, want: list[str], have: dict[str, str]) -> None:
+        from prefect.client.schemas.schedules import CronSchedule
+
+        for key, sid in have.items():
+            if key not in want:
+                _record("DeleteDeploymentSchedule")
+                c.delete_deployment_schedule(dep_id, sid)
+        new = [k for k in want if k not in have]
+        if new:
+            _record("CreateDeploymentSchedules")
+            c.create_deployment_schedules(dep_id, [
+                (CronSchedule(cron=k.split("|")[0], timezone=k.split("|")[1]), True) for k in new])
+
+
+def schedule_key(cron: str, timezone: str = "UTC") -> str:
+    return f"{cron}|{timezone}"
+
+
+def _schedule_key(s: Any) -> str:
+    sched = s.schedule
+    return schedule_key(getattr(sched, "cron", str(sched)), getattr(sched, "timezone", None) or "UTC")
+
+
+def _plain(value: Any) -> Any:
+    if hasattr(value, "model_dump"):
+        return value.model_dump(mode="json")
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+HANDLERS: list[Handler] = [WorkPoolHandler(), BlockHandler(), ConcurrencyLimitHandler(), DeploymentHandler()]
