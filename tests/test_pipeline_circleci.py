@@ -416,8 +416,9 @@ def test_push_step_skips_existing_tags(ci, sandbox, mode: str, code: int, pushed
     r = bash(step["command"], work, {**step["job_environment"], "MODE": mode}, bin_dir)
     assert r.returncode == code, r.stdout + r.stderr
     calls = log.read_text()
-    image = f"111111111111.dkr.ecr.us-east-1.amazonaws.com/prefect-flows:prefect-agent-{SHA7}"
-    assert ("aws ecr describe-images --repository-name prefect-flows "
+    prefix = defaults(ci["parameters"])["prefix"]
+    image = f"111111111111.dkr.ecr.us-east-1.amazonaws.com/{prefix}:prefect-agent-{SHA7}"
+    assert (f"aws ecr describe-images --repository-name {prefix} "
             f"--image-ids imageTag=prefect-agent-{SHA7}") in calls
     assert (f"docker push {image}" in calls) is pushed
     if pushed:
@@ -433,17 +434,18 @@ def test_assume_role_step_uses_the_oidc_token(ci, sandbox) -> None:
         echo "aws $*" >> {log}
         case "$*" in
           *assume-role-with-web-identity*) printf 'ASIAEXAMPLE\\tsecret\\ttoken\\n' ;;
-          *get-caller-identity*) echo "arn:aws:sts::111111111111:assumed-role/prefect-flows-ci-deploy/s" ;;
+          *get-caller-identity*) echo "arn:aws:sts::111111111111:assumed-role/ci-deploy/s" ;;
         esac
     """)
-    step = run_step(ci, "apply-dev", "Assume prefect-flows-ci-deploy")
+    prefix = defaults(ci["parameters"])["prefix"]
+    step = run_step(ci, "apply-dev", f"Assume {prefix}-ci-deploy")
     bash_env = work / "bash_env"
     env = {**step["job_environment"], "BASH_ENV": str(bash_env), "CIRCLE_OIDC_TOKEN_V2": "jwt.from.circleci"}
     r = bash(step["command"], work, env, bin_dir)
     assert r.returncode == 0, r.stderr
     calls = log.read_text()
     assert ("sts assume-role-with-web-identity --region us-east-1 "
-            "--role-arn arn:aws:iam::111111111111:role/prefect-flows-ci-deploy "
+            f"--role-arn arn:aws:iam::111111111111:role/{prefix}-ci-deploy "
             "--role-session-name circleci-repo-42 --web-identity-token jwt.from.circleci") in calls
     exported = bash_env.read_text()
     assert "AWS_ACCESS_KEY_ID='ASIAEXAMPLE'" in exported and "AWS_SESSION_TOKEN='token'" in exported
@@ -494,12 +496,17 @@ def test_current_agent_tag_is_read_from_the_running_service(ci, aws_env, tmp_pat
         assert r.returncode == 0, r.stderr
         return r.stdout.strip()
 
-    assert current() == load_config(ROOT / "infra.toml").agent.image_tag   # no agent yet
-    ecs = boto3.client("ecs", region_name="us-east-1", endpoint_url=aws_env)
-    ecs.create_cluster(clusterName="prefect-flows-dev")
-    td = ecs.register_task_definition(family="prefect-flows-dev-agent", containerDefinitions=[{
-        "name": "prefect-worker", "memory": 512,
-        "image": "111111111111.dkr.ecr.us-east-1.amazonaws.com/prefect-flows:prefect-agent-0ld7a9e"}])
-    ecs.create_service(cluster="prefect-flows-dev", serviceName="prefect-flows-dev-agent",
+    from infra_tasks.ecs_taskdef import WORKER_CONTAINER
+    from infra_tasks.names import Account
+
+    cfg = load_config(ROOT / "infra.toml")
+    d = Account(cfg, "dev", cfg.env("dev").account_id, cfg.region).deployment("dev")
+    assert current() == cfg.agent.image_tag   # no agent yet
+    ecs = boto3.client("ecs", region_name=cfg.region, endpoint_url=aws_env)
+    ecs.create_cluster(clusterName=d.cluster)
+    td = ecs.register_task_definition(family=d.task_family, containerDefinitions=[
+        {"name": "sidecar", "memory": 128, "image": "public.ecr.aws/docker/library/busybox:1.36"},
+        {"name": WORKER_CONTAINER, "memory": 512, "image": f"{d.account.registry}/{cfg.prefix}:prefect-agent-0ld7a9e"}])
+    ecs.create_service(cluster=d.cluster, serviceName=d.service,
                        taskDefinition=td["taskDefinition"]["taskDefinitionArn"], desiredCount=0)
     assert current() == "prefect-agent-0ld7a9e"
