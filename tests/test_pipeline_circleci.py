@@ -292,6 +292,25 @@ def test_roles_per_job(ci, infra) -> None:
             assert entries(ci)[name][1].get("context"), f"{name} needs a context for its OIDC token"
 
 
+def test_contexts_give_write_credentials_only_to_deploy_branches(ci, infra) -> None:
+    expected = {
+        "plan-dev": ["prefect-dev-read"], "plan-production": ["prefect-production-read"],
+        "apply-dev-base": ["prefect-dev"], "apply-dev": ["prefect-dev"],
+        "apply-production-base": ["prefect-production"], "apply-production": ["prefect-production"],
+        "deploy-flows-main": ["prefect-production"], "deploy-flows-staging": ["prefect-production"],
+        "push-image-dev": ["aws-oidc"], "push-image-production": ["aws-oidc"], "push-image-staging": ["aws-oidc"],
+    }
+    actual = {name: args.get("context") for name, (_, args) in entries(ci).items() if args.get("context")}
+    assert actual == expected
+    for name, contexts in actual.items():
+        for context in contexts:
+            if context.startswith("prefect-") and not context.endswith("-read"):
+                env = infra.env(context.removeprefix("prefect-"))
+                branches = {b for b in ("dev-v2", "staging-v2", "main-v2", "feature/x")
+                            if runs_on(entries(ci)[name][1], b)}
+                assert branches <= set(env.ci_branches), f"{name} gets {context} on {branches}"
+
+
 @pytest.mark.parametrize(("name", "role", "env"), [
     ("apply-dev-base", "ci-deploy", "dev"), ("push-image-dev", "ci-deploy", "dev"), ("apply-dev", "ci-deploy", "dev"),
     ("apply-production-base", "ci-deploy", "production"), ("push-image-production", "ci-deploy", "production"),
@@ -371,13 +390,21 @@ def test_plan_step_treats_exit_2_as_success(ci, sandbox, code: int, job_code: in
         exit {code}
     """)
     step = run_step(ci, "plan-dev", "Plan dev")
-    r = bash(step["command"], work, {}, bin_dir)
+    r = bash(step["command"], work, {"PREFECT_API_URL": "https://api.prefect.example/api"}, bin_dir)
     assert r.returncode == job_code, r.stdout + r.stderr
     assert message in r.stdout + r.stderr
     args = log.read_text()
     assert "sh python -m flows.bootstrap --env dev --plan" in args
     assert f"--set agent.image_tag=prefect-agent-{SHA7}" in args and "--plan-out plans/dev.json" in args
     assert "plan table" in (work / "plans" / "dev.txt").read_text()
+
+
+def test_plan_step_needs_the_prefect_workspace(ci, sandbox) -> None:
+    # Without it bootstrap would plan the Prefect side against an empty local server.
+    bin_dir, work, log = sandbox
+    stub(work, "dev", f"echo called >> {log}")
+    r = bash(run_step(ci, "plan-dev", "Plan dev")["command"], work, {}, bin_dir)
+    assert r.returncode != 0 and "prefect-dev-read context" in r.stderr and not log.exists()
 
 
 AWS_STUB = """
@@ -461,7 +488,6 @@ def test_apply_step_passes_the_agent_tag(ci, sandbox, job: str, tag: str, flags:
     bin_dir, work, log = sandbox
     stub(work, "dev", f"""
         echo "$@" >> {log}
-        echo "PREFECT_API_KEY=${{PREFECT_API_KEY:-unset}}" >> {log}
     """)
     _, steps, _ = job_view(ci, job)
     export = next(s["run"]["command"] for s in steps
@@ -472,12 +498,16 @@ def test_apply_step_passes_the_agent_tag(ci, sandbox, job: str, tag: str, flags:
     else:
         bash(export, work, {"BASH_ENV": str(bash_env)}, bin_dir)
     step = run_step(ci, job, "Apply dev")
-    r = bash(f". {bash_env}\n" + step["command"], work, {"PREFECT_API_KEY": "pnu_secret"}, bin_dir)
+    prefect = {"PREFECT_API_URL": "https://api.prefect.example/api", "PREFECT_API_KEY": "pnu_x"}
+    r = bash(f". {bash_env}\n" + step["command"], work, prefect, bin_dir)
     assert r.returncode == 0, r.stderr
     calls = log.read_text()
     assert f"sh python -m flows.bootstrap --env dev --yes --set agent.image_tag={tag}" in calls
     assert ("--no-wait" in calls) is bool(flags)
-    assert "PREFECT_API_KEY=unset" in calls
+    # Bootstrap applies the Prefect side too: never against a throw-away local server.
+    log.unlink()
+    r = bash(f". {bash_env}\n" + step["command"], work, {"PREFECT_API_URL": prefect["PREFECT_API_URL"]}, bin_dir)
+    assert r.returncode != 0 and "prefect-dev context" in r.stderr and not log.exists()
 
 
 def test_current_agent_tag_is_read_from_the_running_service(ci, aws_env, tmp_path) -> None:
