@@ -18,7 +18,9 @@ from deployments.flows import DeployError, ManifestError, main
 from infra_tasks.config import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
-PREFIX = "data-flows"
+# Not the repository's prefix: the bootstrap tests share the Prefect test server and
+# clean it; names of their own keep the two sets of tests out of each other's way.
+PREFIX = "deploy-test"
 PROD_REGISTRY = "222222222222.dkr.ecr.us-east-1.amazonaws.com"
 DEV_REGISTRY = "111111111111.dkr.ecr.us-east-1.amazonaws.com"
 TAG = "prefect-agent-abc1234"
@@ -178,9 +180,9 @@ def cfg(config_path: Path) -> Any:
 
 
 @pytest.mark.parametrize(("t", "pool", "registry", "scheduled"), [
-    ("main", "data-flows-main", PROD_REGISTRY, True),
-    ("staging", "data-flows-staging", PROD_REGISTRY, False),
-    ("dev", "data-flows-dev", DEV_REGISTRY, False),
+    ("main", f"{PREFIX}-main", PROD_REGISTRY, True),
+    ("staging", f"{PREFIX}-staging", PROD_REGISTRY, False),
+    ("dev", f"{PREFIX}-dev", DEV_REGISTRY, False),
 ])
 def test_plan_per_type(cfg, t: str, pool: str, registry: str, scheduled: bool) -> None:
     [p] = plan(cfg, t)
@@ -235,22 +237,6 @@ def test_repository_prefix_gives_usable_work_pool_names() -> None:
 
 # --- deploying against a Prefect server ----------------------------------------------------
 
-@pytest.fixture(scope="module")
-def ecs_pools(prefect_api: None) -> tuple[str, ...]:
-    """The ECS work pools bootstrap manages, as the deployer expects to find them."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.exceptions import ObjectAlreadyExists
-    from prefect_aws.workers.ecs_worker import ECSWorker
-
-    with get_client(sync_client=True) as client:
-        for pool in POOLS:
-            try:
-                client.create_work_pool(WorkPoolCreate(
-                    name=pool, type="ecs", base_job_template=ECSWorker.get_default_base_job_template()))
-            except ObjectAlreadyExists:
-                pass
-    return POOLS
 
 
 def deployments_in(pools: tuple[str, ...] | list[str]) -> list[Any]:
@@ -269,14 +255,23 @@ def read(full_name: str) -> Any:
 
 
 @pytest.fixture
-def server(ecs_pools: tuple[str, ...]) -> Iterator[tuple[str, ...]]:
-    """Empty pools before each test."""
+def server(prefect_api: None) -> Iterator[tuple[str, ...]]:
+    """The ECS work pools bootstrap manages, as the deployer expects to find them, empty."""
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+    from prefect_aws.workers.ecs_worker import ECSWorker
 
     with get_client(sync_client=True) as client:
-        for d in deployments_in(ecs_pools):
+        for pool in POOLS:
+            try:
+                client.create_work_pool(WorkPoolCreate(
+                    name=pool, type="ecs", base_job_template=ECSWorker.get_default_base_job_template()))
+            except ObjectAlreadyExists:
+                pass
+        for d in deployments_in(POOLS):
             client.delete_deployment(d.id)
-    yield ecs_pools
+    yield POOLS
 
 
 def test_main_deploys_to_main_pool_with_image_resources_and_schedule(deploy, server, tmp_path, capsys) -> None:

@@ -153,7 +153,9 @@ def test_runs_as_a_numeric_non_root_user(df) -> None:
 
 
 def test_workdir_is_where_deployments_run_from(df) -> None:
-    assert args_of(df, "WORKDIR")[-1] == IMAGE_WORKDIR
+    from deployments import management
+
+    assert args_of(df, "WORKDIR")[-1] == IMAGE_WORKDIR == management.IMAGE_WORKDIR
 
 
 def test_no_credentials_in_the_image(df) -> None:
