@@ -179,6 +179,15 @@ def drift_check(env: str, remediate: bool = False, config_path: str | None = Non
     return Completed(message=report.summary(), data=report)
 
 
+def report_of(state: State) -> Report | None:
+    """The report a finished drift-check run carries (None if it failed before one)."""
+    try:
+        value = state.result(raise_on_failure=False)
+    except Exception:  # noqa: BLE001
+        return None
+    return value if isinstance(value, Report) else None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m flows.drift_check", description=__doc__.split("\n\n")[0])
     add_common_args(p)
@@ -199,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
                                 return_state=True)
     except (InfraError, ConfigError) as exc:
         return fail(str(exc))
-    report = state.data if isinstance(state.data, Report) else None
+    report = report_of(state)
     if report is None:
         try:
             state.result()

@@ -40,6 +40,30 @@ def prefect_api() -> Iterator[None]:
         yield
 
 
+def clean_prefect() -> None:
+    """Delete what a bootstrap registers, so each test starts from an empty Prefect API
+    as well as an empty emulator (one test server is shared by the session)."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as c:
+        for d in c.read_deployments():
+            c.delete_deployment(d.id)
+        for p in c.read_work_pools():
+            if not p.name.startswith("default"):
+                c.delete_work_pool(p.name)
+        for b in c.read_block_documents():
+            c.delete_block_document(b.id)
+        for g in c.read_global_concurrency_limits(limit=200):
+            c.delete_global_concurrency_limit_by_name(g.name)
+        for v in c.read_variables():
+            c.delete_variable_by_name(v.name)
+
+
+@pytest.fixture
+def prefect_clean(prefect_api: None) -> None:
+    clean_prefect()
+
+
 @pytest.fixture
 def aws_env(moto_url: str) -> Iterator[str]:
     """A clean emulator acting as the production account."""
@@ -80,10 +104,12 @@ def run_cli(*argv: str) -> int:
 
 
 @pytest.fixture
-def bootstrap(aws_env: str, prefect_api: None) -> Callable[..., int]:
-    """Run `python -m flows.bootstrap` in-process against the emulator."""
-    def run(*extra: str, env: str = "production") -> int:
-        return run_cli("--env", env, *extra)
+def bootstrap(aws_env: str, prefect_clean: None) -> Callable[..., int]:
+    """Run `python -m flows.bootstrap` in-process against the emulator. AWS-only
+    (`--no-prefect`) unless `prefect=True`: the Prefect side has its own tests, and
+    registering it costs seconds per run on the shared test server."""
+    def run(*extra: str, env: str = "production", prefect: bool = False) -> int:
+        return run_cli("--env", env, *extra, *(() if prefect else ("--no-prefect",)))
     return run
 
 

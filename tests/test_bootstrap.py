@@ -246,7 +246,7 @@ def test_observer_queue_and_rule(stack) -> None:
         assert [x["Arn"] for x in targets] == [attrs["QueueArn"]]
 
 
-def test_dev_environment_has_only_dev(moto_url, prefect_api, boto) -> None:
+def test_dev_environment_has_only_dev(moto_url, prefect_clean, boto) -> None:
     from infra_tasks import emulator
 
     from .conftest import DEV_ACCOUNT, run_cli

@@ -11,7 +11,7 @@ from .conftest import DEV_ACCOUNT, REGION, run_cli
 P = "data-flows"
 
 
-def test_wrong_account_exits_1_before_any_change(moto_url, prefect_api, capsys) -> None:
+def test_wrong_account_exits_1_before_any_change(moto_url, prefect_clean, capsys) -> None:
     emulator.reset(moto_url)
     with emulator.sandbox_env(moto_url, DEV_ACCOUNT, REGION):  # credentials of the dev account
         aws.CALLS.reset()
@@ -70,7 +70,7 @@ def test_existing_oidc_provider_and_secret_are_adopted(bootstrap, boto, capsys) 
     assert bootstrap("--plan") == 0
 
 
-def test_missing_secret_without_credentials_blocks_apply(aws_env, prefect_api, monkeypatch, capsys) -> None:
+def test_missing_secret_without_credentials_blocks_apply(aws_env, prefect_clean, monkeypatch, capsys) -> None:
     """Against real AWS (no sandbox placeholder) a missing secret needs PREFECT_API_URL/KEY."""
     monkeypatch.delenv("INFRA_SANDBOX_ACCOUNT")
     monkeypatch.delenv("PREFECT_API_KEY", raising=False)

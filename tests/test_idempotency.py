@@ -11,6 +11,7 @@ from flows.bootstrap import run_apply
 from infra_tasks import aws, engine
 from infra_tasks.config import load_config
 from infra_tasks.model import Action
+from infra_tasks.prefect_objects import PREFECT_CALLS
 
 from .conftest import ROOT
 
@@ -18,17 +19,18 @@ KINDS = sorted(engine.HANDLERS)
 
 
 @pytest.fixture
-def four_steps(aws_env, prefect_api):
+def four_steps(aws_env, prefect_clean):
     cfg = load_config(ROOT / "infra.toml")
-    first = engine.plan(cfg, "production")
+    first = engine.plan(cfg, "production", include_prefect=True)
     args = {"env": "production", "config_path": str(ROOT / "infra.toml")}
     run_apply(args, first, parallelism=8, live=False)
-    second = engine.plan(cfg, "production")
+    second = engine.plan(cfg, "production", include_prefect=True)
     aws.CALLS.reset()
+    PREFECT_CALLS.reset()
     # The second apply: through the same CLI path a user takes.
     from .conftest import run_cli
-    code = run_cli("--env", "production", "--yes")
-    return first, second, code, aws.CALLS.mutating(), aws.CALLS.total
+    code = run_cli("--env", "production", "--yes")  # with the Prefect side
+    return first, second, code, aws.CALLS.mutating() + PREFECT_CALLS.mutating(), aws.CALLS.total
 
 
 def test_every_kind_is_planned_applied_and_then_quiet(four_steps) -> None:
@@ -69,14 +71,16 @@ def test_apply_refuses_without_terminal_or_yes(bootstrap, capsys, monkeypatch) -
     assert aws.CALLS.mutating() == []
 
 
-def test_stale_plan_is_refused(aws_env, prefect_api, boto) -> None:
+def test_stale_plan_is_refused(aws_env, prefect_clean, boto) -> None:
     """If AWS changes between the confirmed plan and the apply, nothing is applied."""
     from infra_tasks.aws import InfraError
 
     cfg = load_config(ROOT / "infra.toml")
-    plan = engine.plan(cfg, "production")
+    plan = engine.plan(cfg, "production", include_prefect=True)
     boto("logs").create_log_group(logGroupName="/ecs/data-flows-main/agent")
     aws.CALLS.reset()
+    PREFECT_CALLS.reset()
     with pytest.raises(InfraError, match="changed between the plan you confirmed and the apply"):
         run_apply({"env": "production", "config_path": str(ROOT / "infra.toml")}, plan, 4, live=False)
     assert aws.CALLS.mutating() == []
+    assert PREFECT_CALLS.mutating() in ([], ["prefect:CreateGlobalConcurrencyLimit"])  # only the run's own lock

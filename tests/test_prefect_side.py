@@ -1,0 +1,297 @@
+"""The Prefect side after a bootstrap: pools, blocks, lock, deployments; upsert of the
+pool template; the drift check; UI updates with approval; the lock between runs."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from infra_tasks import aws
+from infra_tasks.config import load_config
+from infra_tasks.prefect_objects import PREFECT_CALLS
+
+from .conftest import PROD_ACCOUNT, ROOT
+
+P = "data-flows"
+REGION = "us-east-1"
+
+
+def client():
+    from prefect.client.orchestration import get_client
+
+    return get_client(sync_client=True)
+
+
+def defaults(pool) -> dict[str, Any]:
+    return {k: v.get("default") for k, v in pool.base_job_template["variables"]["properties"].items()}
+
+
+@pytest.fixture
+def stack(bootstrap, boto):
+    assert bootstrap("--yes", prefect=True) == 0
+    return boto
+
+
+def test_pools_blocks_lock_and_deployments(stack) -> None:
+    ec2, sm = stack("ec2"), stack("secretsmanager")
+    vpc = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"][0]["VpcId"]
+    subnets = sorted(s["SubnetId"] for s in ec2.describe_subnets()["Subnets"])
+    secret_arn = sm.describe_secret(SecretId=f"{P}/prefect-credentials")["ARN"]
+    with client() as c:
+        for t in ("staging", "main"):
+            base = f"{P}-{t}"
+            pool = c.read_work_pool(base)
+            assert pool.type == "ecs"
+            d = defaults(pool)
+            flow_sg = ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": [f"{base}-flows"]}])[
+                "SecurityGroups"][0]["GroupId"]
+            assert d["cluster"] == f"arn:aws:ecs:{REGION}:{PROD_ACCOUNT}:cluster/{base}"
+            assert d["vpc_id"] == vpc
+            assert d["network_configuration"] == {"subnets": subnets, "securityGroups": [flow_sg],
+                                                  "assignPublicIp": "DISABLED"}
+            assert d["execution_role_arn"] == f"arn:aws:iam::{PROD_ACCOUNT}:role/{base}-flow-exec"
+            assert d["task_role_arn"] == f"arn:aws:iam::{PROD_ACCOUNT}:role/{base}-flow-task"
+            assert d["configure_cloudwatch_logs"] is True
+            assert d["cloudwatch_logs_options"]["awslogs-group"] == f"/ecs/{base}/flows"
+            assert d["image"] == f"{PROD_ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{P}:prefect-agent-0.1.0"
+            assert (d["cpu"], d["memory"]) == (1024, 2048)
+            assert d["prefect_api_key_secret_arn"] == f"{secret_arn}:PREFECT_API_KEY::"
+            cred = c.read_block_document_by_name(base, "aws-credentials")
+            assert d["aws_credentials"] == {"$ref": {"block_document_id": str(cred.id)}}
+            assert cred.data["region_name"] == REGION
+            bucket = c.read_block_document_by_name(f"{base}-flows", "s3-bucket")
+            assert bucket.data["bucket_name"] == f"{base}-flows-{PROD_ACCOUNT}"
+        gcl = c.read_global_concurrency_limit_by_name(f"{P}-production-infra-mutations")
+        assert gcl.limit == 1 and gcl.active
+        drift = c.read_deployment_by_name(f"drift-check/{P}-production")
+        update = c.read_deployment_by_name(f"infra-update/{P}-production")
+        # In the sandbox the management deployments run on a process pool (no ECS).
+        assert drift.work_pool_name == update.work_pool_name == f"{P}-production-sandbox"
+        assert [s.schedule.cron for s in c.read_deployment_schedules(drift.id)] == ["0 * * * *"]
+        assert c.read_deployment_schedules(update.id) == []
+        assert "request" in update.parameter_openapi_schema["properties"]
+        assert drift.parameters == {"env": "production", "remediate": False}
+
+
+def test_management_deployments_on_aws_use_agent_pool_image_and_roles(cfg) -> None:
+    from infra_tasks.desired import Facts
+    from infra_tasks.desired_prefect import prefect_resources
+    from infra_tasks.ec2 import NetworkFacts
+
+    facts = Facts(PROD_ACCOUNT, REGION, NetworkFacts("vpc-1", ("subnet-1",), ()))
+    res = {r.key: r for r in prefect_resources(cfg, "production", facts, sandbox=False, endpoint_url=None)}
+    drift = res[f"prefect.deployment/drift-check/{P}-production"].props
+    update = res[f"prefect.deployment/infra-update/{P}-production"].props
+    assert drift["work_pool_name"] == update["work_pool_name"] == f"{P}-main"
+    assert drift["job_variables"]["task_role_arn"].endswith(f"role/{P}-infra-read")
+    assert update["job_variables"]["task_role_arn"].endswith(f"role/{P}-infra-write")
+    assert drift["job_variables"]["image"].endswith(f"/{P}:prefect-agent-0.1.0")
+    assert drift["path"] == "/opt/prefect/app"
+    assert not any(k.startswith(f"prefect.work_pool/{P}-production-sandbox") for k in res)
+
+
+def test_rerun_no_duplicates_and_person_edits_kept(stack, bootstrap, capsys) -> None:
+    from prefect.client.schemas.actions import WorkPoolUpdate
+
+    with client() as c:
+        pool = c.read_work_pool(f"{P}-main")
+        template = pool.base_job_template
+        props = template["variables"]["properties"]
+        props["family"]["default"] = "team-family"          # a person's own default
+        props["cpu"]["default"] = 4096                        # one of ours
+        template["job_configuration"]["stream_output"] = True  # a person's job configuration
+        c.update_work_pool(f"{P}-main", WorkPoolUpdate(base_job_template=template))
+    capsys.readouterr()
+    assert bootstrap("--plan", prefect=True) == 2
+    out = capsys.readouterr().out
+    assert f"prefect.work_pool/{P}-main" in out and "defaults.cpu: 4096 -> 1024" in out
+    assert "family" not in out
+    PREFECT_CALLS.reset()
+    assert bootstrap("--yes", prefect=True) == 0
+    assert PREFECT_CALLS.mutating() == ["prefect:UpdateWorkPool"]
+    with client() as c:
+        pool = c.read_work_pool(f"{P}-main")
+        d = defaults(pool)
+        assert d["cpu"] == 1024 and d["family"] == "team-family"
+        assert pool.base_job_template["job_configuration"]["stream_output"] is True
+        assert len([p for p in c.read_work_pools() if p.name.startswith(P)]) == 3
+        assert len(c.read_deployments()) == 2
+    PREFECT_CALLS.reset()
+    aws.CALLS.reset()
+    assert bootstrap("--yes", prefect=True) == 0
+    assert PREFECT_CALLS.mutating() == [] and aws.CALLS.mutating() == []
+
+
+def run_drift(**kwargs: Any):
+    from flows.drift_check import drift_check, report_of
+
+    state = drift_check(env="production", return_state=True, **kwargs)
+    return state, report_of(state)
+
+
+def test_drift_check_in_sync_then_each_kind_of_drift(stack) -> None:
+    from prefect.client.schemas.actions import WorkPoolUpdate
+
+    from flows.drift_check import Status
+
+    state, report = run_drift()
+    assert state.is_completed(), report.text()
+    assert {f.status for f in report.findings} == {Status.IN_SYNC}
+    assert len(report.findings) == 51
+    logs = stack("logs")
+    logs.put_retention_policy(logGroupName=f"/ecs/{P}-main/agent", retentionInDays=7)     # changed property
+    logs.delete_log_group(logGroupName=f"/ecs/{P}-staging/flows")                         # deleted resource
+    logs.create_log_group(logGroupName=f"/ecs/{P}-main/old", tags={                       # unmanaged, ours
+        "managed-by": f"prefect-aws-stack/{P}", "environment": "production"})
+    with client() as c:                                                                   # pool default
+        pool = c.read_work_pool(f"{P}-staging")
+        pool.base_job_template["variables"]["properties"]["memory"]["default"] = 8192
+        c.update_work_pool(f"{P}-staging", WorkPoolUpdate(base_job_template=pool.base_job_template))
+    state, report = run_drift()
+    assert state.is_failed()
+    drifted = {(f.resource, f.status) for f in report.drifted}
+    assert drifted == {
+        (f"logs.group//ecs/{P}-main/agent", Status.MODIFIED),
+        (f"logs.group//ecs/{P}-staging/flows", Status.DELETED),
+        (f"logs.group//ecs/{P}-main/old", Status.UNMANAGED),
+        (f"prefect.work_pool/{P}-staging", Status.MODIFIED),
+    }
+    by_key = {f.resource: f for f in report.drifted}
+    assert by_key[f"logs.group//ecs/{P}-main/agent"].properties == [("retention_days", "30", "7")]
+    assert by_key[f"prefect.work_pool/{P}-staging"].properties == [("defaults.memory", "2048", "8192")]
+    with client() as c:
+        art = c.read_artifacts()
+    keys = {a.key for a in art}
+    assert {"drift-production", "drift-production-summary"} <= keys
+    # Remediation repairs MODIFIED and DELETED; the unmanaged one is reported, never deleted.
+    state, report = run_drift(remediate=True)
+    assert {(f.resource, f.status) for f in report.drifted} == {(f"logs.group//ecs/{P}-main/old", Status.UNMANAGED)}
+    assert logs.describe_log_groups(logGroupNamePrefix=f"/ecs/{P}-main/old")["logGroups"]
+    logs.delete_log_group(logGroupName=f"/ecs/{P}-main/old")
+    state, report = run_drift()
+    assert state.is_completed()
+
+
+def test_drift_check_cli_exit_codes(stack, capsys) -> None:
+    from flows.drift_check import main
+
+    assert main(["--env", "production"]) == 0
+    stack("sqs").set_queue_attributes(
+        QueueUrl=stack("sqs").get_queue_url(QueueName=f"{P}-main-ecs-events")["QueueUrl"],
+        Attributes={"VisibilityTimeout": "99"})
+    capsys.readouterr()
+    assert main(["--env", "production"]) == 2
+    out = capsys.readouterr().out
+    assert f"MODIFIED     sqs.queue/{P}-main-ecs-events" in out
+    assert "attributes.VisibilityTimeout: expected 30, actual 99" in out
+
+
+def test_unreadable_resource_is_not_checked_not_in_sync(stack) -> None:
+    from botocore.awsrequest import AWSResponse
+
+    from flows.drift_check import Status
+
+    class Raw:
+        def stream(self, **_):
+            yield b'{"__type": "AccessDeniedException", "message": "no"}'
+
+    def deny(**_):
+        return AWSResponse("https://x", 400, {"content-type": "application/x-amz-json-1.1"}, Raw())
+    aws.add_handler("before-send.ecr.DescribeRepositories", deny)
+    try:
+        state, report = run_drift()
+    finally:
+        aws.remove_handler(deny)
+    assert state.is_failed()
+    by_key = {f.resource: f for f in report.findings}
+    assert by_key[f"ecr.repository/{P}"].status is Status.NOT_CHECKED
+    assert "AccessDenied" in by_key[f"ecr.repository/{P}"].detail
+
+
+def _run_update_in_thread(request: dict) -> tuple[threading.Thread, dict]:
+    from flows.update import UpdateRequest, infra_update
+
+    box: dict = {}
+
+    def target() -> None:
+        box["state"] = infra_update(request=UpdateRequest(**request), approval_timeout=120, return_state=True)
+    th = threading.Thread(target=target, daemon=True)
+    th.start()
+    return th, box
+
+
+def _wait_paused(timeout: float = 60) -> Any:
+    from prefect.client.schemas.filters import (FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterState,
+                                                FlowRunFilterStateName)
+
+    deadline = time.monotonic() + timeout
+    with client() as c:
+        while time.monotonic() < deadline:
+            runs = c.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["infra-update"])),
+                                    flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
+                                        name=FlowRunFilterStateName(any_=["Paused"]))))
+            if runs:
+                return runs[0]
+            time.sleep(0.5)
+    raise AssertionError("infra-update never paused for approval")
+
+
+def _resume(run_id: Any, decision: str) -> None:
+    from prefect.flow_runs import resume_flow_run
+
+    resume_flow_run(run_id, run_input={"decision": decision, "comment": f"{decision} in test"})
+
+
+def test_update_applies_after_approval_and_survives_drift_check(stack) -> None:
+    th, box = _run_update_in_thread({"environment": "production", "agent_cpu": 2048, "agent_memory": 4096})
+    run = _wait_paused()
+    _resume(run.id, "approve")
+    th.join(120)
+    state = box["state"]
+    assert state.is_completed(), state.message
+    td = stack("ecs").describe_task_definition(taskDefinition=f"{P}-main-agent")["taskDefinition"]
+    assert (td["cpu"], td["memory"]) == ("2048", "4096")
+    with client() as c:
+        var = c.read_variable_by_name(f"{P}-production-overrides")
+        assert var.value["version"] == 1 and var.value["overrides"] == {"agent": {"cpu": 2048, "memory": 4096}}
+    drift_state, report = run_drift()
+    assert drift_state.is_completed(), report.text()
+    assert any("approved in the UI" in n for n in report.notes)
+
+
+def test_update_rejected_changes_nothing(stack) -> None:
+    th, box = _run_update_in_thread({"environment": "production", "agent_desired_count": 1})
+    run = _wait_paused()
+    aws.CALLS.reset()
+    _resume(run.id, "reject")
+    th.join(120)
+    assert box["state"].is_cancelled()
+    assert aws.CALLS.mutating() == []
+    svc = stack("ecs").describe_services(cluster=f"{P}-main", services=[f"{P}-main-agent"])["services"][0]
+    assert svc["desiredCount"] == 2
+
+
+def test_update_bad_request_fails_clearly(stack) -> None:
+    from flows.update import UpdateRequest, infra_update
+
+    aws.CALLS.reset()
+    state = infra_update(request=UpdateRequest(environment="production", agent_cpu=1000), return_state=True)
+    assert state.is_failed()
+    assert "cpu 1000 is not a Fargate size" in state.message and "agent_cpu -> agent.cpu" in state.message
+    assert aws.CALLS.mutating() == []
+
+
+def test_second_mutating_run_is_excluded(stack, bootstrap, capsys) -> None:
+    from infra_tasks import lock
+
+    cfg = load_config(ROOT / "infra.toml")
+    stack("logs").put_retention_policy(logGroupName=f"/ecs/{P}-main/agent", retentionInDays=7)
+    with lock.held(cfg, "production"):
+        aws.CALLS.reset()
+        assert bootstrap("--yes", "--set", "prefect.lock_timeout_seconds=1", prefect=True) == 1
+        assert aws.CALLS.mutating() == []
+    assert "holds the lock" in capsys.readouterr().err
+    assert bootstrap("--yes", prefect=True) == 0  # free again
