@@ -63,7 +63,7 @@ def apply_resource(change: Change, known: dict[str, Any], upstream: dict[str, An
 
 def apply_plan(plan: Plan) -> dict[str, dict[str, Any]]:
     """Submit every pending change as a task once its dependencies are done."""
-    pending = {c.key for c in plan.pending}
+    pending = {c.key for c in plan.applicable}
     known = {c.key: c.observed.outputs for c in plan.changes
              if c.action is Action.NOOP and c.observed is not None}
     by_key = {c.key: c for c in plan.changes}
@@ -121,14 +121,14 @@ def _apply_locked(cfg: InfraConfig, env: str, facts: Any, adopt: bool, paralleli
         raise PlanChanged("the infrastructure changed between the plan you confirmed and the apply; nothing was "
                           "changed. Run bootstrap again to see the new plan.")
     check_applicable(plan)
-    log.info("applying %d changes to %s (account %s)", len(plan.pending), env, facts.account_id)
-    if plan.pending:
+    log.info("applying %d changes to %s (account %s)", len(plan.applicable), env, facts.account_id)
+    if plan.applicable:
         apply_plan(plan)
     verify = engine.plan(cfg, env, facts, adopt=False, parallelism=parallelism, include_prefect=include_prefect)
-    if not verify.empty:
+    if verify.applicable:
         raise InfraError("verify: after applying, these still differ from the configuration:\n"
                          + render_text(verify))
-    if wait_stable and not engine.sandboxed() and any(c.resource.kind == "ecs.service" for c in plan.pending):
+    if wait_stable and not engine.sandboxed() and any(c.resource.kind == "ecs.service" for c in plan.applicable):
         from infra_tasks.ecs import wait_stable as wait
         from infra_tasks.names import Account
 
@@ -140,17 +140,18 @@ def _apply_locked(cfg: InfraConfig, env: str, facts: Any, adopt: bool, paralleli
             try:
                 wait(d.cluster, [d.service])
             except Exception as exc:  # noqa: BLE001 - bounded wait: report, do not hang
-                raise InfraError(f"ecs.service/{d.service}: not stable after 10 minutes ({exc}); check the "
-                                 f"service's events and the agent log group {d.agent_log_group}") from None
-    log.info("verified: %d resources match the configuration", len(verify.changes))
-    return {"environment": env, "applied": len(plan.pending), "counts": plan.counts(),
-            "verified": len(verify.changes)}
+                raise InfraError(f"ecs.service/{d.service}: did not become stable within 10 minutes ({exc}); "
+                                 f"check the service's events and the agent log group {d.agent_log_group}") from None
+    log.info("verified: %d resources match the configuration", len(verify.changes) - len(verify.deferred))
+    return {"environment": env, "applied": len(plan.applicable), "counts": plan.counts(),
+            "verified": len(verify.changes) - len(verify.deferred), "deferred": [c.key for c in verify.deferred],
+            "warnings": verify.warnings}
 
 
 def run_apply(cfg_args: dict[str, Any], plan: Plan, parallelism: int, live: bool | None = None) -> dict[str, Any]:
     """Run the `infra-apply` flow with a task runner of the given parallelism."""
     runner = ThreadPoolTaskRunner(max_workers=max(1, parallelism))
-    reporter = progress.Reporter(len(plan.pending), live=live)
+    reporter = progress.Reporter(len(plan.applicable), live=live)
     progress.use(reporter)
     try:
         with reporter:
@@ -165,7 +166,7 @@ def confirm(plan: Plan, assume_yes: bool) -> bool:
         return True
     if not sys.stdin.isatty():
         raise InfraError("refusing to apply without confirmation: stdin is not a terminal; pass --yes")
-    answer = input(f"Apply {len(plan.pending)} changes to {plan.environment} (account {plan.account_id})? "
+    answer = input(f"Apply {len(plan.applicable)} changes to {plan.environment} (account {plan.account_id})? "
                    f"Only 'yes' is accepted: ")
     return answer.strip() == "yes"
 
@@ -232,8 +233,8 @@ def _run(args: argparse.Namespace, cfg: InfraConfig) -> int:
             print(f"\n{len(plan.conflicts)} conflict(s): apply would stop; see above.", file=sys.stderr)
             return EXIT_ERROR
         return EXIT_OK if plan.empty else EXIT_CHANGES
-    if plan.empty:
-        return EXIT_OK
+    if not plan.applicable:
+        return EXIT_OK  # nothing to do, or only changes waiting for an image push (see the warning)
     check_applicable(plan)
     if not confirm(plan, args.yes):
         print("Cancelled; nothing was changed.", file=sys.stderr)
@@ -242,6 +243,10 @@ def _run(args: argparse.Namespace, cfg: InfraConfig) -> int:
                         "adopt": args.adopt, "wait_stable": not args.no_wait, "include_prefect": include_prefect},
                        plan, args.parallelism)
     print(f"Applied {result['applied']} changes; verified {result['verified']} resources: no differences remain.")
+    if result["deferred"]:
+        print(f"Waiting, not applied: {', '.join(result['deferred'])}")
+        for w in result["warnings"]:
+            print(f"warning: {w}")
     return EXIT_OK
 
 

@@ -179,11 +179,13 @@ def property_diffs(desired: dict[str, Any], observed: Observed, kind: str = "") 
 def blocking(change: Change) -> str | None:
     """Why applying this change must not start (checked for all before any change)."""
     handler = HANDLERS[change.resource.kind]
+    if change.deferred is not None:
+        return None  # not applied in this run at all
     if change.action in (Action.CONFLICT, Action.NOT_CHECKED):
         return f"{change.key}: {change.reason}"
     if change.action is Action.REPLACE and not handler.replace_is_safe:
         return f"{change.key}: {change.reason}"
-    if change.action is Action.CREATE and change.reason != "does not exist":
+    if change.action is Action.CREATE and not change.reason.startswith("does not exist"):
         return change.reason
     return None
 
@@ -272,6 +274,7 @@ def plan(cfg: InfraConfig, env_name: str, facts: Facts | None = None, adopt: boo
     observed = read_all(resources, parallelism, tolerant)
     changes = decide_all(resources, observed, owner_value(cfg), adopt)
     p = Plan(env_name, facts.account_id, facts.region, changes, notes=list(notes or []))
+    check_agent_image(cfg, env_name, facts, p)
     if facts.network.public_subnets and not cfg.env(env_name).network.assign_public_ip:
         p.warnings.append(
             f"subnets {', '.join(facts.network.public_subnets)} map public IPs on launch (public subnets); the agent "
@@ -279,6 +282,42 @@ def plan(cfg: InfraConfig, env_name: str, facts: Facts | None = None, adopt: boo
             f"Select private subnets with environments.{env_name}.network.subnets"
         )
     return p
+
+
+def check_agent_image(cfg: InfraConfig, env_name: str, facts: Facts, p: Plan) -> None:
+    """Before pointing the agent at an image, it must be in ECR. If it is not, the agent's
+    task definition and everything that depends on it wait (deferred) and the plan says how
+    to push it; the rest is applied (this is the order CI follows: registry and roles,
+    push, then the agent)."""
+    from .ecr import image_exists
+    from .names import Account
+
+    a = Account(cfg, env_name, facts.account_id, facts.region, facts.partition)
+    if cfg.agent.image_repository:
+        return  # an external registry: not ours to check
+    taskdefs = [c for c in p.changes if c.resource.kind == "ecs.task_definition"
+                and c.action in (Action.CREATE, Action.REPLACE)]
+    if not taskdefs:
+        return
+    repo_planned = any(c.resource.kind == "ecr.repository" and c.action is Action.CREATE for c in p.changes)
+    if not repo_planned and image_exists(a.ecr_repository, cfg.agent.image_tag):
+        return
+    push = (f"agent image {a.agent_image} is not in ECR. Push it, then run bootstrap again:\n"
+            f"    aws ecr get-login-password --region {a.region} | docker login --username AWS "
+            f"--password-stdin {a.registry}\n"
+            f"    docker build -f docker/agent/Dockerfile -t {a.agent_image} . && docker push {a.agent_image}")
+    if sandboxed():
+        p.warnings.append(push.split(".")[0] + " (the sandbox cannot hold images; against AWS the agent's task "
+                                               "definition and service would wait for the push)")
+        return
+    p.warnings.append(push)
+    waiting = {c.key for c in taskdefs}
+    for c in p.changes:  # changes come in dependency order
+        if c.key in waiting or (c.action.mutates and any(d in waiting for d in all_deps(c.resource))):
+            waiting.add(c.key)
+            if c.action.mutates:
+                c.deferred = f"waits for the agent image {cfg.agent.image_tag!r} to be pushed"
+                c.reason = f"{c.reason}; deferred: {c.deferred}"
 
 
 # --- applying one change ------------------------------------------------------------

@@ -154,6 +154,8 @@ class Change:
     reason: str
     diffs: list[Diff] = field(default_factory=list)
     observed: Observed | None = None
+    # Why this change waits for something outside the run (e.g. an image push).
+    deferred: str | None = None
 
     @property
     def key(self) -> str:
@@ -182,6 +184,15 @@ class Plan:
     @property
     def empty(self) -> bool:
         return not self.pending
+
+    @property
+    def applicable(self) -> list[Change]:
+        """Pending changes this run can make (deferred ones wait)."""
+        return [c for c in self.pending if c.deferred is None]
+
+    @property
+    def deferred(self) -> list[Change]:
+        return [c for c in self.pending if c.deferred is not None]
 
     @property
     def conflicts(self) -> list[Change]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from infra_tasks import aws, emulator
@@ -82,3 +84,37 @@ def test_missing_secret_without_credentials_blocks_apply(aws_env, prefect_clean,
     err = capsys.readouterr().err
     assert "set PREFECT_API_URL and PREFECT_API_KEY" in err and "nothing was changed" in err
     assert aws.CALLS.mutating() == []
+
+
+def test_missing_agent_image_defers_the_agent_and_says_how_to_push(aws_env, prefect_clean, boto, monkeypatch,
+                                                                   capsys) -> None:
+    """Against AWS (not the sandbox, which cannot hold images) the agent waits for its image."""
+    import json
+
+    monkeypatch.delenv("INFRA_SANDBOX_ACCOUNT")
+    monkeypatch.setenv("PREFECT_API_KEY", "pnu_test")
+    monkeypatch.setenv("PREFECT_API_URL", os.environ.get("PREFECT_API_URL", "http://127.0.0.1:1/api"))
+    aws.reset_clients()
+    acct = "123456789012"  # the emulator's own account when no account header is sent
+    args = ("--env", "production", "--no-prefect", "--set", f'environments.production.account_id="{acct}"')
+    assert run_cli(*args, "--plan") == 2
+    out = capsys.readouterr().out
+    assert "is not in ECR" in out and f"docker push {acct}.dkr.ecr.us-east-1.amazonaws.com/{P}:prefect-agent-0.1.0" in out
+    assert f"create    ecs.task_definition/{P}-main-agent" in out and "deferred: waits for the agent image" in out
+    assert run_cli(*args, "--yes") == 0
+    out = capsys.readouterr().out
+    assert "Waiting, not applied" in out
+    import boto3
+    ecs = boto3.client("ecs", region_name=REGION, endpoint_url=aws_env)
+    assert ecs.describe_clusters(clusters=[f"{P}-main"])["clusters"][0]["status"] == "ACTIVE"
+    assert ecs.list_task_definitions(familyPrefix=f"{P}-main-agent")["taskDefinitionArns"] == []
+    # CI pushes the image; the next plan creates the agent.
+    ecr = boto3.client("ecr", region_name=REGION, endpoint_url=aws_env)
+    ecr.put_image(repositoryName=P, imageTag="prefect-agent-0.1.0", imageManifest=json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {"digest": "sha256:" + "a" * 64, "size": 1, "mediaType": "application/vnd.docker.container.image.v1+json"},
+        "layers": []}))
+    assert run_cli(*args, "--plan") == 2
+    out = capsys.readouterr().out
+    assert "is not in ECR" not in out and "deferred" not in out
+    assert f"create    ecs.service/{P}-main-agent" in out
