@@ -117,8 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     account = cfg.env(args.env).account_id
     from infra_tasks.desired_prefect import sandbox_pool
 
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     with emulator.moto_server() as aws_url, emulator.sandbox_env(aws_url, account, cfg.region), \
-            prefect_server(port, state / "prefect-home", state / "server.log") as api:
+            prefect_server(port, state / "prefect-home", state / "server.log") as api, \
+            temporary_settings(updates={PREFECT_API_URL: api}):
+        # This process's Prefect settings were loaded at import: the context above points it
+        # at the sandbox server; the environment carries it to the worker and its flow runs.
         os.environ["PREFECT_API_URL"] = api
         os.environ["INFRA_REGION"] = cfg.region
         # The schedule is recorded as an approved change so drift checks agree with it.

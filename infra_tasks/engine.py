@@ -9,6 +9,7 @@ check, plan and apply all go through `plan()`.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextvars
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
@@ -218,7 +219,9 @@ def _read_tolerant(res: Resource) -> Observed | None | ReadFailed:
 def read_all(resources: list[Resource], parallelism: int, tolerant: bool = False) -> dict[str, Any]:
     reader = _read_tolerant if tolerant else read_one
     with cf.ThreadPoolExecutor(max_workers=max(1, parallelism)) as pool:
-        futures = {r.key: pool.submit(reader, r) for r in resources}
+        # Each read runs in a copy of this context, so Prefect settings set with
+        # temporary_settings (the API URL) reach the reader threads too.
+        futures = {r.key: pool.submit(contextvars.copy_context().run, reader, r) for r in resources}
         return {k: f.result() for k, f in futures.items()}
 
 
