@@ -71,7 +71,9 @@ def health_command() -> list[str]:
 
 
 def worker_command(pool: str) -> list[str]:
-    return ["prefect", "worker", "start", "--pool", pool, "--type", "ecs", "--with-healthcheck"]
+    # prefect-aws is baked into the image: never install packages at start.
+    return ["prefect", "worker", "start", "--pool", pool, "--type", "ecs", "--with-healthcheck",
+            "--install-policy", "never"]
 
 
 def agent_taskdef(*, family: str, cpu: int, memory: int, image: str, pool: str, exec_role_arn: str,

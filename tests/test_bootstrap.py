@@ -181,7 +181,7 @@ def test_cluster_taskdef_service_scaling(stack) -> None:
         cd = td["containerDefinitions"][0]
         assert cd["image"] == f"{PROD_ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com/{P}:prefect-agent-0.1.0"
         assert cd["command"] == ["prefect", "worker", "start", "--pool", base, "--type", "ecs",
-                                 "--with-healthcheck"]
+                                 "--with-healthcheck", "--install-policy", "never"]
         assert {s["name"] for s in cd["secrets"]} == {"PREFECT_API_KEY", "PREFECT_API_URL"}
         assert all(":secret:" in s["valueFrom"] for s in cd["secrets"])
         env = {e["name"]: e["value"] for e in cd["environment"]}

@@ -63,7 +63,7 @@ def test_port_mappings_defaults() -> None:
 
 def test_worker_command_and_secrets() -> None:
     c = TD["containerDefinitions"][0]
-    assert c["command"] == ["prefect", "worker", "start", "--pool", "p-main", "--type", "ecs", "--with-healthcheck"]
+    assert c["command"] == ["prefect", "worker", "start", "--pool", "p-main", "--type", "ecs", "--with-healthcheck", "--install-policy", "never"]
     assert {s["name"]: s["valueFrom"] for s in c["secrets"]} == {
         "PREFECT_API_KEY": "arn:aws:secretsmanager:us-east-1:1:secret:s-AbCdEf:PREFECT_API_KEY::",
         "PREFECT_API_URL": "arn:aws:secretsmanager:us-east-1:1:secret:s-AbCdEf:PREFECT_API_URL::"}
