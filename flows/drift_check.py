@@ -31,7 +31,7 @@ from infra_tasks.desired import owner_value
 from infra_tasks.effective import effective_config
 from infra_tasks.model import Action, Plan
 
-from .cli import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, add_common_args, aws_target, fail, load, parse_overrides
+from .cli import EXIT_CHANGES, EXIT_OK, add_common_args, aws_target, fail, load, parse_overrides
 
 
 class Status(str, enum.Enum):

@@ -105,7 +105,7 @@ def _scopes(a: Account) -> dict[str, list[str]]:
         "sqs": [a.arn("sqs", f"{p}-*")],
         "events": [a.arn("events", f"rule/{p}-*")],
         "ecs": [a.arn("ecs", f"cluster/{p}-*"), a.arn("ecs", f"service/{p}-*"),
-                a.arn("ecs", f"task-definition/{p}-*"), a.arn("ecs", f"capacity-provider/*")],
+                a.arn("ecs", f"task-definition/{p}-*"), a.arn("ecs", "capacity-provider/*")],
     }
 
 

@@ -31,7 +31,7 @@ def _healthy(api: str) -> bool:
 @pytest.mark.timeout(600)
 def test_sandbox_schedules_drift_check_and_applies_an_approved_update(tmp_path) -> None:
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName, FlowRunFilter
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
     from prefect.deployments import run_deployment
     from prefect.flow_runs import resume_flow_run
     from prefect.settings import PREFECT_API_URL, temporary_settings
