@@ -34,6 +34,17 @@ def _not_found(exc: BaseException) -> bool:
     return isinstance(exc, ObjectNotFound)
 
 
+def _read(method: str, *args: Any, **kwargs: Any) -> Any:
+    """One Prefect read; "not found" is None, never an exception."""
+    with _client() as c:
+        try:
+            return getattr(c, method)(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001
+            if _not_found(exc):
+                return None
+            raise
+
+
 # --- work pools ------------------------------------------------------------------------
 
 def base_template(pool_type: str) -> dict[str, Any]:
@@ -61,13 +72,9 @@ class WorkPoolHandler(Handler):
     replace_paths = ("type",)
 
     def read(self, res: Resource) -> Observed | None:
-        with _client() as c:
-            try:
-                pool = c.read_work_pool(res.name)
-            except Exception as exc:  # noqa: BLE001
-                if _not_found(exc):
-                    return None
-                raise
+        pool = _read("read_work_pool", res.name)
+        if pool is None:
+            return None
         template = pool.base_job_template or {}
         props = template.get("variables", {}).get("properties", {})
         defaults = {name: props.get(name, {}).get("default") for name in res.props["defaults"]}
@@ -118,13 +125,9 @@ class BlockHandler(Handler):
 
     def read(self, res: Resource) -> Observed | None:
         slug, name = self._split(res)
-        with _client() as c:
-            try:
-                doc = c.read_block_document_by_name(name, slug, include_secrets=False)
-            except Exception as exc:  # noqa: BLE001
-                if _not_found(exc):
-                    return None
-                raise
+        doc = _read("read_block_document_by_name", name, slug, include_secrets=False)
+        if doc is None:
+            return None
         block = _block_class(slug).load(name)
         if slug == "aws-credentials":
             params = block.aws_client_parameters
@@ -162,13 +165,9 @@ class ConcurrencyLimitHandler(Handler):
     taggable = False
 
     def read(self, res: Resource) -> Observed | None:
-        with _client() as c:
-            try:
-                gcl = c.read_global_concurrency_limit_by_name(res.name)
-            except Exception as exc:  # noqa: BLE001
-                if _not_found(exc):
-                    return None
-                raise
+        gcl = _read("read_global_concurrency_limit_by_name", res.name)
+        if gcl is None:
+            return None
         return Observed({"limit": gcl.limit, "active": gcl.active}, outputs={"id": str(gcl.id), "name": res.name})
 
     def create(self, res: Resource, props: dict[str, Any]) -> dict[str, Any]:
@@ -209,14 +208,10 @@ class DeploymentHandler(Handler):
     taggable = False
 
     def read(self, res: Resource) -> Observed | None:
-        with _client() as c:
-            try:
-                dep = c.read_deployment_by_name(res.name)
-            except Exception as exc:  # noqa: BLE001
-                if _not_found(exc):
-                    return None
-                raise
-            schedules = c.read_deployment_schedules(dep.id)
+        dep = _read("read_deployment_by_name", res.name)
+        if dep is None:
+            return None
+        schedules = _read("read_deployment_schedules", dep.id) or []
         props = {f: _plain(getattr(dep, f, None)) for f in DEPLOYMENT_FIELDS}
         props["schedules"] = sorted(_schedule_key(s) for s in schedules)
         return Observed(props, outputs={"id": str(dep.id), "name": res.name,
