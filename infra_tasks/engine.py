@@ -310,8 +310,8 @@ def check_agent_image(cfg: InfraConfig, env_name: str, facts: Facts, p: Plan) ->
             f"--password-stdin {a.registry}\n"
             f"    docker build -f docker/agent/Dockerfile -t {a.agent_image} . && docker push {a.agent_image}")
     if sandboxed():
-        p.warnings.append(push.split(".")[0] + " (the sandbox cannot hold images; against AWS the agent's task "
-                                               "definition and service would wait for the push)")
+        p.warnings.append(f"agent image {a.agent_image} is not in ECR (the sandbox cannot hold images; against "
+                          f"AWS the agent's task definition and service would wait for the push)")
         return
     p.warnings.append(push)
     waiting = {c.key for c in taskdefs}
