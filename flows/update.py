@@ -100,8 +100,15 @@ def infra_update(request: UpdateRequest, config_path: str | None = None, approva
         return Failed(message="the plan cannot be applied:\n" + text)
     description = (f"## Approve infra-update of `{env}`?\n\n{len(plan.pending)} resources change.\n\n"
                    f"```\n{text}\n```")
-    answer = pause_flow_run(wait_for_input=Approval.with_initial_data(description=description, decision="reject"),
-                            timeout=approval_timeout)
+    from prefect.exceptions import FlowPauseTimeout
+
+    try:
+        answer = pause_flow_run(wait_for_input=Approval.with_initial_data(description=description,
+                                                                          decision="reject"),
+                                timeout=approval_timeout)
+    except FlowPauseTimeout:
+        return Cancelled(message=f"nobody approved within {approval_timeout}s; nothing was changed. "
+                                 f"Run infra-update again when someone can approve.")
     if answer.decision != "approve":
         log.info("rejected: %s", answer.comment)
         return Cancelled(message=f"rejected, nothing was changed: {answer.comment}")

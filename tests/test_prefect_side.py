@@ -274,6 +274,20 @@ def test_update_rejected_changes_nothing(stack) -> None:
     assert svc["desiredCount"] == 2
 
 
+def test_update_without_approval_times_out_and_changes_nothing(stack) -> None:
+    from flows.update import UpdateRequest, infra_update
+
+    aws.CALLS.reset()
+    state = infra_update(request=UpdateRequest(environment="production", agent_max_count=3), approval_timeout=3,
+                         return_state=True)
+    # The server expires the pause and ends the run Failed ("... never resumed"); nothing is applied.
+    assert not state.is_completed() and "never resumed" in (state.message or "")
+    assert aws.CALLS.mutating() == []
+    target = stack("application-autoscaling").describe_scalable_targets(
+        ServiceNamespace="ecs", ResourceIds=[f"service/{P}-main/{P}-main-agent"])["ScalableTargets"][0]
+    assert target["MaxCapacity"] == 2
+
+
 def test_update_bad_request_fails_clearly(stack) -> None:
     from flows.update import UpdateRequest, infra_update
 
