@@ -62,6 +62,28 @@ def clusters(prefix: str, owner: str, env: str) -> list[str]:
     return out
 
 
+def services(prefix: str, owner: str, env: str) -> list[str]:
+    ecs = client("ecs")
+    out = []
+    for cluster in [a for a in paginate(ecs, "list_clusters", "clusterArns") if a.rsplit("/", 1)[1].startswith(prefix)]:
+        arns = list(paginate(ecs, "list_services", "serviceArns", cluster=cluster))
+        for i in range(0, len(arns), 10):
+            for svc in ecs.describe_services(cluster=cluster, services=arns[i:i + 10], include=["TAGS"])["services"]:
+                if svc.get("status") == "ACTIVE" and _ours(tag_dict(svc.get("tags"), "key", "value"), owner, env):
+                    out.append(f"ecs.service/{svc['serviceName']}")
+    return out
+
+
+def task_families(prefix: str, owner: str, env: str) -> list[str]:
+    ecs = client("ecs")
+    out = []
+    for family in paginate(ecs, "list_task_definition_families", "families", familyPrefix=prefix, status="ACTIVE"):
+        got = ecs.describe_task_definition(taskDefinition=family, include=["TAGS"])
+        if _ours(tag_dict(got.get("tags"), "key", "value"), owner, env):
+            out.append(f"ecs.task_definition/{family}")
+    return out
+
+
 def buckets(prefix: str, owner: str, env: str) -> list[str]:
     s3 = client("s3")
     out = []
@@ -90,7 +112,8 @@ def rules(prefix: str, owner: str, env: str) -> list[str]:
 
 FINDERS: dict[str, Callable[[str, str, str], list[str]]] = {
     "iam.role": roles, "logs.group": log_groups, "sqs.queue": queues, "ec2.security_group": security_groups,
-    "ecs.cluster": clusters, "s3.bucket": buckets, "events.rule": rules,
+    "ecs.cluster": clusters, "ecs.service": services, "ecs.task_definition": task_families,
+    "s3.bucket": buckets, "events.rule": rules,
 }
 
 

@@ -146,3 +146,25 @@ def test_foreign_tags_are_kept(bootstrap, boto):
     assert bootstrap("--yes") == 0
     final = {t["Key"]: t["Value"] for t in s3.get_bucket_tagging(Bucket=bucket)["TagSet"]}
     assert final["cost-center"] == "42" and final["team"] == "data-platform"
+
+
+def test_discovery_finds_exactly_our_tagged_resources(bootstrap, boto, cfg):
+    """The drift check's UNMANAGED detection: after a bootstrap every owned resource it
+    lists is desired; a tagged leftover (an old task-definition family) is found."""
+    from infra_tasks import discovery, engine
+    from infra_tasks.desired import owner_value
+
+    assert bootstrap("--yes") == 0
+    owner = owner_value(cfg)
+    found, failed = discovery.owned(cfg, "production", owner)
+    assert failed == {}
+    desired = {r.key for r in engine.all_resources(cfg, "production", engine.gather_facts(cfg, "production"), False)}
+    kinds = set(discovery.FINDERS)
+    assert set(found) == {k for k in desired if k.split("/", 1)[0] in kinds}
+    boto("ecs").register_task_definition(
+        family=f"{P}-main-old", containerDefinitions=[{"name": "c", "image": "i", "memory": 512}],
+        tags=[{"key": "managed-by", "value": owner}, {"key": "environment", "value": "production"}])
+    boto("ecs").register_task_definition(family=f"{P}-main-foreign",
+                                         containerDefinitions=[{"name": "c", "image": "i", "memory": 512}])
+    found, _ = discovery.owned(cfg, "production", owner)
+    assert set(found) - desired == {f"ecs.task_definition/{P}-main-old"}
