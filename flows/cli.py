@@ -62,7 +62,7 @@ def aws_target(args: argparse.Namespace, cfg: InfraConfig) -> Iterator[str | Non
     if args.sandbox:
         from infra_tasks.emulator import embedded
 
-        account = os.environ.get("INFRA_SANDBOX_AS_ACCOUNT") or cfg.env(args.env).account_id
+        account = cfg.env(args.env).account_id
         with embedded(account, cfg.region) as url:
             print(f"sandbox: AWS emulator at {url} (account {account}, {cfg.region}); state lives in memory "
                   f"and ends with this process", file=sys.stderr)

@@ -8,7 +8,6 @@ resolved network). Values AWS assigns (security-group ids, the secret's ARN) are
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from . import autoscaling, ecr, ecs, ecs_taskdef, events, iam, iam_policies, logs, s3, secrets, sqs
 from .config import InfraConfig
@@ -157,17 +156,3 @@ def desired_state(cfg: InfraConfig, env_name: str, facts: Facts) -> list[Resourc
     assert not dupes, f"duplicate resource keys {dupes}"
     return out
 
-
-def flow_pool_defaults(cfg: InfraConfig, d: Deployment, facts: Facts) -> dict[str, Any]:
-    """What a work pool's job template should point at (used by the Prefect side)."""
-    a = d.account
-    return {
-        "cluster": d.cluster_arn,
-        "vpc_id": facts.network.vpc_id,
-        "execution_role_arn": a.role_arn(d.flow_exec_role),
-        "task_role_arn": a.role_arn(d.flow_task_role),
-        "cloudwatch_logs_options": {"awslogs-group": d.flow_log_group, "awslogs-region": a.region,
-                                    "awslogs-stream-prefix": "flow"},
-        "cpu": cfg.flows.cpu,
-        "memory": cfg.flows.memory,
-    }

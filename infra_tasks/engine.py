@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextvars
-from dataclasses import dataclass
-from typing import Any, Callable, Iterable
-
 import os
+from typing import Any, Iterable
 
 from . import autoscaling, ecr, ecs, ecs_taskdef, events, iam, logs, prefect_objects, s3, secrets, sqs
 from .aws import ClientError, InfraError, client, translate, use_region
@@ -31,7 +29,6 @@ HANDLERS: dict[str, Handler] = {h.kind: h for h in (
     events.RuleHandler(), ecs.ClusterHandler(), ecs_taskdef.TaskDefinitionHandler(), ecs.ServiceHandler(),
     autoscaling.ScalableTargetHandler(), autoscaling.ScalingPolicyHandler(), *prefect_objects.HANDLERS,
 )}
-AWS_KINDS = tuple(k for k in HANDLERS if not k.startswith("prefect."))
 
 
 class AccountMismatch(InfraError):
@@ -248,13 +245,6 @@ def decide_all(resources: list[Resource], observed: dict[str, Any], owner: str,
     return changes
 
 
-@dataclass
-class PlanInput:
-    cfg: InfraConfig
-    env_name: str
-    facts: Facts
-
-
 def sandboxed() -> bool:
     return bool(os.environ.get("INFRA_SANDBOX_ACCOUNT"))
 
@@ -354,5 +344,3 @@ def apply_change(change: Change, outputs: dict[str, dict[str, Any]]) -> dict[str
         raise translate(exc, change.action.value, res.key) from None
     raise InfraError(f"{res.key}: cannot apply a {change.action.value} change")
 
-
-Callback = Callable[[str, str], None]

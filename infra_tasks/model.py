@@ -207,15 +207,3 @@ class Plan:
             if c.resource.kind != "prefect.concurrency_limit"
         ]
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
-
-    def to_rows(self) -> list[dict[str, str]]:
-        rows = []
-        for c in self.changes:
-            if not c.diffs:
-                rows.append({"resource": c.key, "action": c.action.value, "reason": c.reason,
-                             "property": "", "current": "", "desired": ""})
-            for d in c.diffs:
-                path, cur, des = d.render()
-                rows.append({"resource": c.key, "action": c.action.value, "reason": c.reason,
-                             "property": path, "current": cur, "desired": des})
-        return rows

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from .config import deep_merge
 from .prefect_objects import PREFECT_CALLS
 
 HISTORY = 20
@@ -52,10 +51,6 @@ def write(prefix: str, env: str, overrides: dict[str, Any], comment: str) -> int
         else:
             c.update_variable(VariableUpdate(name=name, value=value))
     return version
-
-
-def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    return deep_merge(base, extra)
 
 
 def flatten(overrides: dict[str, Any], prefix: str = "") -> dict[str, Any]:
