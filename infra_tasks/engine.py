@@ -130,9 +130,10 @@ def decide(res: Resource, observed: Observed | None, outputs: dict[str, dict[str
     handler = HANDLERS[res.kind]
     desired = resolve(res.props, outputs)
     if observed is None:
-        blocker = getattr(handler, "create_blocker", lambda *_: None)(res, desired)
-        return Change(res, Action.CREATE, blocker or "does not exist")
+        blocker = handler.create_blocker(res, desired)
+        return Change(res, Action.CREATE, blocker or "does not exist", blocker=blocker)
     reason_prefix = ""
+    manage_tags = True
     have_owner = observed.tags.get(OWNER_TAG)
     if handler.taggable and handler.ownership_checked and have_owner != owner:
         if have_owner and not adopt:
@@ -142,6 +143,7 @@ def decide(res: Resource, observed: Observed | None, outputs: dict[str, dict[str
         if handler.adopt_existing and not have_owner:
             # Shared and pre-existing: adopted as it is; its tags stay its owner's business.
             desired = {**desired, "tags": None}
+            manage_tags = False
             reason_prefix = "adopted existing; "
         elif not adopt:
             return Change(res, Action.CONFLICT,
@@ -151,16 +153,16 @@ def decide(res: Resource, observed: Observed | None, outputs: dict[str, dict[str
             reason_prefix = "adopting (adds ownership tag); "
     diffs = property_diffs(desired, observed, res.kind)
     if not diffs:
-        return Change(res, Action.NOOP, reason_prefix + "in sync", observed=observed)
+        return Change(res, Action.NOOP, reason_prefix + "in sync", observed=observed, manage_tags=manage_tags)
     replace = [d for d in diffs if any(d.path == p or d.path.startswith(p + ".") for p in handler.replace_paths)]
     if replace:
         how = ("registers a new revision (the old one is kept)" if handler.replace_is_safe
                else "cannot change in place; bootstrap never deletes, so this needs a manual step")
         return Change(res, Action.REPLACE, f"{reason_prefix}{', '.join(sorted({d.path.split('.')[0] for d in replace}))}"
-                      f" changed: {how}", diffs, observed)
+                      f" changed: {how}", diffs, observed, manage_tags=manage_tags)
     n = len(diffs)
     return Change(res, Action.UPDATE, f"{reason_prefix}{n} propert{'y differs' if n == 1 else 'ies differ'}",
-                  diffs, observed)
+                  diffs, observed, manage_tags=manage_tags)
 
 
 def property_diffs(desired: dict[str, Any], observed: Observed, kind: str = "") -> list:
@@ -183,8 +185,8 @@ def blocking(change: Change) -> str | None:
         return f"{change.key}: {change.reason}"
     if change.action is Action.REPLACE and not handler.replace_is_safe:
         return f"{change.key}: {change.reason}"
-    if change.action is Action.CREATE and not change.reason.startswith("does not exist"):
-        return change.reason
+    if change.action is Action.CREATE and change.blocker:
+        return change.blocker
     return None
 
 
@@ -332,7 +334,7 @@ def apply_change(change: Change, outputs: dict[str, dict[str, Any]]) -> dict[str
             return handler.replace(res, props, change.observed, change.diffs)
         if change.action is Action.UPDATE:
             # Recompute with references now known (an id created earlier in this run).
-            if change.reason.startswith("adopted existing"):
+            if not change.manage_tags:
                 props = {**props, "tags": None}
             diffs = property_diffs(props, change.observed, res.kind)
             if not diffs:

@@ -30,6 +30,10 @@ class Handler:
     # True when replacing creates a new version and deletes nothing (task definitions).
     replace_is_safe: bool = False
 
+    def create_blocker(self, res: Resource, props: dict[str, Any]) -> str | None:
+        """Why this resource cannot be created in this run (None: it can)."""
+        return None
+
     def read(self, res: Resource) -> Observed | None:
         raise NotImplementedError
 

@@ -156,6 +156,10 @@ class Change:
     observed: Observed | None = None
     # Why this change waits for something outside the run (e.g. an image push).
     deferred: str | None = None
+    # Why this create cannot be made at all in this run (stops the apply before any change).
+    blocker: str | None = None
+    # False for a shared resource adopted as it is: its tags stay its owner's.
+    manage_tags: bool = True
 
     @property
     def key(self) -> str:
