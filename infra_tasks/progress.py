@@ -27,7 +27,7 @@ class Reporter:
 
             self._progress = Progress(TextColumn("[bold]applying"), BarColumn(), MofNCompleteColumn(),
                                       TimeElapsedColumn(), TextColumn("{task.description}"),
-                                      console=Console(file=self.stream), transient=False)
+                                      console=Console(file=self.stream, force_terminal=True), transient=False)
             self._progress.start()
             self._task = self._progress.add_task("", total=self.total)
         return self
