@@ -69,7 +69,7 @@ def test_log_groups(stack) -> None:
 def test_secret_created_and_not_printed(bootstrap, boto, capfd, monkeypatch) -> None:
     monkeypatch.setenv("PREFECT_API_URL", "https://api.prefect.cloud/api/accounts/a/workspaces/w")
     monkeypatch.setenv("PREFECT_API_KEY", "pnu_TOPSECRETVALUE123")
-    assert bootstrap("--yes", "--plan-out", "/tmp/plan-secret.json") == 0
+    assert bootstrap("--yes", "--plan-out", "/tmp/plan-secret.json", prefect=True) == 0
     sm = boto("secretsmanager")
     value = json.loads(sm.get_secret_value(SecretId=f"{P}/prefect-credentials")["SecretString"])
     assert value["PREFECT_API_KEY"] == "pnu_TOPSECRETVALUE123"
@@ -81,6 +81,21 @@ def test_secret_created_and_not_printed(bootstrap, boto, capfd, monkeypatch) -> 
     text = out.out + out.err + open("/tmp/plan-secret.json").read()
     assert "value: (sensitive) -> (sensitive)" in text
     assert "TOPSECRET" not in text and "ROTATED" not in text
+    # Nor did the Prefect API (flow and task runs, logs, artifacts, events) receive it.
+    assert prefect_db_contains(b"data-flows-main")  # the scan reads the database the runs wrote to
+    assert not prefect_db_contains(b"TOPSECRETVALUE")
+
+
+def prefect_db_contains(needle: bytes) -> bool:
+    import glob
+
+    from prefect.settings import get_current_settings
+
+    url = get_current_settings().server.database.connection_url.get_secret_value()
+    path = url.split("///", 1)[1]
+    files = glob.glob(path + "*")
+    assert files, f"no Prefect database at {path}"
+    return any(needle in open(f, "rb").read() for f in files)
 
 
 def role(iam, name: str) -> dict:
