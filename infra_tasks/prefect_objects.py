@@ -171,7 +171,7 @@ class ConcurrencyLimitHandler(Handler):
         return Observed({"limit": gcl.limit, "active": gcl.active}, outputs={"id": str(gcl.id), "name": res.name})
 
     def create(self, res: Resource, props: dict[str, Any]) -> dict[str, Any]:
-        # Upsert: the lock may already have been made by `ensure_lock` when this run started.
+        # Upsert: the lock may already have been made by `lock.ensure` when this run started.
         existing = self.read(res)
         if existing is not None:
             return self.update(res, props, existing, [])
