@@ -22,7 +22,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from infra_tasks import engine, lock, progress
+from infra_tasks import emulator, engine, lock, progress
 from infra_tasks.aws import CALLS, InfraError
 from infra_tasks.config import ConfigError, InfraConfig
 from infra_tasks.effective import effective_config
@@ -128,7 +128,7 @@ def _apply_locked(cfg: InfraConfig, env: str, facts: Any, adopt: bool, paralleli
     if verify.applicable:
         raise InfraError("verify: after applying, these still differ from the configuration:\n"
                          + render_text(verify))
-    if wait_stable and not engine.sandboxed() and any(c.resource.kind == "ecs.service" for c in plan.applicable):
+    if wait_stable and not emulator.detected() and any(c.resource.kind == "ecs.service" for c in plan.applicable):
         from infra_tasks.ecs import wait_stable as wait
         from infra_tasks.names import Account
 

@@ -7,6 +7,7 @@ here and in the `INFRA_SANDBOX_ACCOUNT` header hook; nothing weakens what real A
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import socket
 from typing import Iterator
@@ -83,13 +84,36 @@ def reset(endpoint: str) -> None:
 
 # Properties the emulator accepts but does not store or return (moto 5.2). Against the
 # emulator only, they are sent but not compared — otherwise every plan would show them
-# as drift. Against AWS (no INFRA_SANDBOX_ACCOUNT) everything is compared.
+# as drift. Against AWS (no emulator detected) everything is compared.
 UNSTORED_PROPERTIES: dict[str, tuple[str, ...]] = {
     "ecs.service": ("deploymentConfiguration", "enableECSManagedTags"),
 }
 
 
 def unstored_properties(kind: str) -> tuple[str, ...]:
-    if not os.environ.get("INFRA_SANDBOX_ACCOUNT"):
+    if not detected():
         return ()
     return UNSTORED_PROPERTIES.get(kind, ())
+
+
+@functools.lru_cache(maxsize=16)
+def _is_moto(endpoint: str) -> bool:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{endpoint.rstrip('/')}/moto-api/data.json", timeout=5) as r:
+            return r.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def detected() -> bool:
+    """Is the AWS endpoint in use the moto emulator? The embedded sandbox always is; a
+    `--endpoint-url` is asked once (moto answers `/moto-api/`), so its gaps are allowed
+    for without a flag the user might forget. Real AWS never has an endpoint override
+    that answers there."""
+    if os.environ.get("INFRA_SANDBOX_ACCOUNT"):
+        return True
+    endpoint = os.environ.get("AWS_ENDPOINT_URL")
+    return bool(endpoint) and _is_moto(endpoint)
