@@ -30,7 +30,8 @@ class ManagementDeployment:
 
 DRIFT_CHECK = ManagementDeployment(
     "drift-check", "flows/drift_check.py:drift_check", "drift_check",
-    "Compares AWS and Prefect with infra.toml; fails when anything drifted (set remediate to repair).",
+    "Compares AWS and Prefect with infra.toml; fails when anything drifted (remediate: request a repair "
+    "through infra-update, which waits for approval).",
     read_only=True, scheduled=True)
 INFRA_UPDATE = ManagementDeployment(
     "infra-update", "flows/update.py:infra_update", "infra_update",
@@ -54,6 +55,10 @@ def default_parameters(dep: ManagementDeployment, env: str) -> dict[str, Any]:
     if dep is DRIFT_CHECK:
         return {"env": env, "remediate": False}
     return {"request": {"environment": env, "dry_run": True}}
+
+
+def deployment_name(prefix: str, env: str) -> str:
+    return f"{prefix}-{env}"
 
 
 def working_directory(sandbox: bool) -> str:

@@ -143,6 +143,26 @@ def publish(report: Report, suffix: str = "") -> None:
     create_markdown_artifact(key=f"{key}-summary", markdown=report.markdown(), description=report.summary())
 
 
+def in_deployment() -> bool:
+    from prefect.runtime import deployment
+
+    return bool(deployment.id)
+
+
+def request_repair(cfg: Any, env: str) -> str:
+    """From the scheduled deployment (read-only role): start an `infra-update` run with no
+    changed values. It plans the repair, waits for a person's approval, then applies it
+    under the lock with the write role and verifies."""
+    from prefect.deployments import run_deployment
+
+    from deployments.management import INFRA_UPDATE, deployment_name
+
+    name = f"{INFRA_UPDATE.flow_name}/{deployment_name(cfg.prefix, env)}"
+    run = run_deployment(name, parameters={"request": {"environment": env}}, timeout=0,
+                         tags=["drift-repair"])
+    return f"repair requested: {name} run {run.name!r} shows the plan and waits for approval"
+
+
 def remediate_drift(cfg: Any, env: str, facts: Any, notes: list[str], parallelism: int) -> None:
     from flows.bootstrap import apply_plan, check_applicable
 
@@ -159,7 +179,10 @@ def drift_check(env: str, remediate: bool = False, config_path: str | None = Non
     """Compare AWS and Prefect with infra.toml (plus UI-approved changes).
 
     env: the environment of infra.toml to check.
-    remediate: repair MODIFIED and DELETED resources (never deletes anything).
+    remediate: repair MODIFIED and DELETED resources (never deletes anything). In a
+        deployment run this starts an infra-update run that waits for approval (the drift
+        check itself runs with the read-only role); from the command line it applies with
+        the caller's credentials.
     """
     log = get_run_logger()
     cfg, notes = effective_config(config_path, env, overrides)
@@ -168,6 +191,10 @@ def drift_check(env: str, remediate: bool = False, config_path: str | None = Non
     publish(report)
     log.info("%s", report.summary())
     fixable = [f for f in report.findings if f.status in (Status.MODIFIED, Status.DELETED)]
+    if remediate and fixable and in_deployment():
+        message = request_repair(cfg, env)
+        log.info("%s", message)
+        return Failed(message=f"drift detected: {report.summary()}; {message}", data=report)
     if remediate and fixable:
         log.info("remediating %d resources", len(fixable))
         remediate_drift(cfg, env, facts, notes, parallelism)

@@ -21,10 +21,11 @@ from prefect.input import RunInput
 from prefect.states import Cancelled, Completed, Failed, State
 from pydantic import BaseModel, ConfigDict, Field
 
-from infra_tasks import engine, lock
+from infra_tasks import engine, iam_policies, lock
 from infra_tasks import overrides as persisted
 from infra_tasks.aws import InfraError
 from infra_tasks.config import ConfigError, deep_merge, load_config
+from infra_tasks.names import Account
 from infra_tasks.render import render_text
 
 FIELDS: dict[str, tuple[str, str]] = {
@@ -98,6 +99,11 @@ def infra_update(request: UpdateRequest, config_path: str | None = None, approva
         return Completed(message=f"dry run: {len(plan.pending)} changes, nothing applied")
     if plan.conflicts or any(engine.blocking(c) for c in plan.changes):
         return Failed(message="the plan cannot be applied:\n" + text)
+    acct = Account(cfg, env, facts.account_id, facts.region, facts.partition)
+    beyond = [why for c in plan.applicable if (why := iam_policies.beyond_role(c, acct, "infra-write"))]
+    if beyond:
+        return Failed(message="infra-update runs with the infra-write role, which may not make these changes; "
+                              "nothing was changed:\n  " + "\n  ".join(beyond))
     description = (f"## Approve infra-update of `{env}`?\n\n{len(plan.pending)} resources change.\n\n"
                    f"```\n{text}\n```")
     from prefect.exceptions import FlowPauseTimeout

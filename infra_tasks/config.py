@@ -135,8 +135,11 @@ class Environment(_Model):
     account_id: str
     deployment_types: list[Literal["dev", "staging", "main"]]
     network: Network = Network()
-    # Branches whose CircleCI jobs may assume the apply/deploy role of this account.
+    # Branches whose CircleCI jobs may push images to this account (the ci-push role).
     ci_branches: list[str]
+    # The one branch whose pipeline applies infrastructure here (the ci-deploy role);
+    # default: the last of ci_branches.
+    apply_branch: str | None = None
 
     @field_validator("account_id")
     @classmethod
@@ -161,6 +164,14 @@ class Environment(_Model):
             if not re.fullmatch(r"[A-Za-z0-9._/-]+", b):
                 raise ValueError(f"{b!r} is not a plain branch name")
         return v
+
+    @model_validator(mode="after")
+    def _apply_branch(self) -> "Environment":
+        if self.apply_branch is None and self.ci_branches:
+            self.apply_branch = self.ci_branches[-1]
+        if self.apply_branch is not None and self.apply_branch not in self.ci_branches:
+            raise ValueError(f"apply_branch {self.apply_branch!r} must be one of ci_branches {self.ci_branches}")
+        return self
 
 
 class Agent(_Model):
@@ -254,12 +265,23 @@ class S3(_Model):
 class CircleCI(_Model):
     org_id: str
     project_id: str
+    # The repository's VCS origin as CircleCI puts it in the OIDC token's subject, e.g.
+    # "github.com/example-org/data-flows". Pinned so no crafted branch name can match.
+    vcs_origin: str
 
     @field_validator("org_id", "project_id")
     @classmethod
     def _uuid(cls, v: str) -> str:
         if not UUID_RE.match(v):
             raise ValueError("must be a lowercase CircleCI UUID (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)")
+        return v
+
+
+    @field_validator("vcs_origin")
+    @classmethod
+    def _origin(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9.-]+(/[A-Za-z0-9._-]+)+", v):
+            raise ValueError("must be the repository's origin without a scheme, e.g. github.com/example-org/data-flows")
         return v
 
 

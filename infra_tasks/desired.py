@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import autoscaling, ecr, ecs, ecs_taskdef, events, iam, iam_policies, logs, s3, secrets, sqs
-from .config import InfraConfig
+from .config import ConfigError, InfraConfig
 from .ec2 import NetworkFacts, sg_props
 from .model import OWNER_TAG, TYPE_TAG, Ref, Resource
 from .names import Account, Deployment
@@ -24,6 +24,9 @@ class Facts:
     region: str
     network: NetworkFacts
     partition: str = "aws"
+    # Who runs this: the caller's ARN (sts:GetCallerIdentity), to refuse up front what
+    # one of the project's own roles may not do.
+    caller_arn: str = ""
 
 
 def owner_value(cfg: InfraConfig) -> str:
@@ -45,6 +48,9 @@ def account_resources(cfg: InfraConfig, a: Account, facts: Facts) -> list[Resour
     env = cfg.env(a.env_name)
     ecs_trust = iam_policies.ecs_tasks_trust(a)
     oidc_key = key("iam.oidc_provider", a.oidc_host)
+    extra = cfg.flows.task_role_extra_statements
+    read = {"infra-read": iam_policies.infra_read(a)}
+    write = {"infra-write": iam_policies.infra_write(a, owner_value(cfg), extra)}
     return [
         Resource("ecr.repository", a.ecr_repository,
                  ecr.desired_props(cfg.ecr.images_kept, cfg.ecr.tag_mutability, t)),
@@ -53,19 +59,21 @@ def account_resources(cfg: InfraConfig, a: Account, facts: Facts) -> list[Resour
         Resource("iam.oidc_provider", a.oidc_host, {"audience_registered": True, "tags": t},
                  ident={"audience": cfg.circleci.org_id}),
         Resource("iam.role", a.ci_deploy_role, iam.role_props(
+            iam_policies.circleci_trust(a, [env.apply_branch]),
+            f"CircleCI on {env.apply_branch}: apply infrastructure and the Prefect side",
+            {**write, "ci-deploy": iam_policies.ci_deploy_extra(a, extra)}, [], t), deps=(oidc_key,)),
+        Resource("iam.role", a.ci_push_role, iam.role_props(
             iam_policies.circleci_trust(a, env.ci_branches),
-            f"CircleCI on {', '.join(env.ci_branches)}: push images, deploy flows, apply infrastructure",
-            {"ci-deploy": iam_policies.ci_deploy(a), "infra-write": iam_policies.infra_write(a)}, [], t),
-            deps=(oidc_key,)),
+            f"CircleCI on {', '.join(env.ci_branches)}: push images to the repository",
+            {"ci-push": iam_policies.ci_push(a)}, [], t), deps=(oidc_key,)),
         Resource("iam.role", a.ci_plan_role, iam.role_props(
             iam_policies.circleci_trust(a, None), "CircleCI on any branch or pull request: read-only plan",
-            {"infra-read": iam_policies.infra_read(a)}, [], t), deps=(oidc_key,)),
+            read, [], t), deps=(oidc_key,)),
         Resource("iam.role", a.infra_read_role, iam.role_props(
-            ecs_trust, "Prefect drift-check flow runs: read-only view of this project's resources",
-            {"infra-read": iam_policies.infra_read(a)}, [], t)),
+            ecs_trust, "Prefect drift-check flow runs: read-only view of this project's resources", read, [], t)),
         Resource("iam.role", a.infra_write_role, iam.role_props(
-            ecs_trust, "Prefect infra-update flow runs: create and update this project's resources",
-            {"infra-write": iam_policies.infra_write(a)}, [], t)),
+            ecs_trust, "Prefect infra-update flow runs: create and update this environment's resources",
+            write, [], t)),
     ]
 
 
@@ -73,7 +81,6 @@ def deployment_resources(cfg: InfraConfig, d: Deployment, facts: Facts) -> list[
     a = d.account
     t = tags(cfg, a.env_name, d.t)
     dt = d.t
-    exec_managed = [iam_policies.TASK_EXECUTION_MANAGED.format(partition=a.partition)]
     ecs_trust = iam_policies.ecs_tasks_trust(a)
     secret_key = key("secretsmanager.secret", a.secret_name)
     k = {
@@ -96,24 +103,33 @@ def deployment_resources(cfg: InfraConfig, d: Deployment, facts: Facts) -> list[
     }
     vpc = facts.network.vpc_id
     agent = cfg.agent
+    management = dt == cfg.management_type(a.env_name)
+    runtime = iam_policies.runtime_policies(d, cfg.flows.task_role_extra_statements, management)
+    boundary_key = key("iam.policy", d.boundary)
+
+    def runtime_role(name: str, policy_name: str, what: str) -> Resource:
+        return Resource("iam.role", name, iam.role_props(ecs_trust, what, {policy_name: runtime[name]}, [], t,
+                                                         boundary=d.boundary_arn),
+                        deps=(boundary_key,), deployment_type=dt)
+
     return [
+        Resource("iam.policy", d.boundary, iam.managed_policy_props(
+            iam_policies.runtime_boundary(d, cfg.flows.task_role_extra_statements, management),
+            f"Permissions boundary of the {dt} runtime roles ({cfg.prefix}): the most they may ever do", t),
+            deployment_type=dt, ident={"arn": d.boundary_arn}),
         Resource("s3.bucket", d.bucket, s3.desired_props(a.region, d.bucket_arn, cfg.s3.noncurrent_version_days, t),
                  deployment_type=dt),
         Resource("logs.group", d.agent_log_group, logs.desired_props(cfg.logs.retention_days, t), deployment_type=dt),
         Resource("logs.group", d.flow_log_group, logs.desired_props(cfg.logs.retention_days, t), deployment_type=dt),
-        Resource("iam.role", d.agent_exec_role, iam.role_props(
-            ecs_trust, f"Prefect agent ({dt}) task execution: pull image, write logs, read the Prefect secret",
-            {"prefect-secret": iam_policies.secret_read(a)}, exec_managed, t), deployment_type=dt),
-        Resource("iam.role", d.agent_task_role, iam.role_props(
-            ecs_trust, f"Prefect agent ({dt}): launch flow runs on its own cluster",
-            {"prefect-worker": iam_policies.agent_task(d)}, [], t), deployment_type=dt),
-        Resource("iam.role", d.flow_exec_role, iam.role_props(
-            ecs_trust, f"Flow runs ({dt}) task execution: pull flow images, write logs, read the Prefect secret",
-            {"flow-execution": iam_policies.flow_execution(d)}, [], t), deployment_type=dt),
-        Resource("iam.role", d.flow_task_role, iam.role_props(
-            ecs_trust, f"Flow runs ({dt}): their own bucket and configured extra grants",
-            {"flow-task": iam_policies.flow_task(d, cfg.flows.task_role_extra_statements)}, [], t),
-            deployment_type=dt),
+        runtime_role(d.agent_exec_role, "agent-execution",
+                     f"Prefect agent ({dt}) task execution: pull its image, write its log, read the Prefect secret"),
+        runtime_role(d.agent_task_role, "prefect-worker",
+                     f"Prefect agent ({dt}): launch flow runs on its own cluster"
+                     + (" and the management deployments' runs" if management else "")),
+        runtime_role(d.flow_exec_role, "flow-execution",
+                     f"Flow runs ({dt}) task execution: pull flow images, write logs, read the Prefect secret"),
+        runtime_role(d.flow_task_role, "flow-task",
+                     f"Flow runs ({dt}): their own bucket and configured extra grants"),
         Resource("ec2.security_group", d.agent_sg, sg_props(f"Prefect agent {dt}: egress only", vpc, t),
                  deployment_type=dt, ident={"vpc_id": vpc}),
         Resource("ec2.security_group", d.flow_sg, sg_props(f"Prefect flow runs {dt}: egress only", vpc, t),
@@ -154,5 +170,8 @@ def desired_state(cfg: InfraConfig, env_name: str, facts: Facts) -> list[Resourc
     keys = [r.key for r in out]
     dupes = {k for k in keys if keys.count(k) > 1}
     assert not dupes, f"duplicate resource keys {dupes}"
+    too_big = [e for r in out for e in iam_policies.size_errors(r.kind, r.name, r.props)]
+    if too_big:
+        raise ConfigError("IAM documents too large:\n  " + "\n  ".join(too_big))
     return out
 

@@ -19,6 +19,11 @@ def sandbox_pool(cfg: InfraConfig, env_name: str) -> str:
     return f"{cfg.prefix}-{env_name}-sandbox"
 
 
+def result_storage_env(d: Deployment) -> dict[str, str]:
+    return {"PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
+            "PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK": f"s3-bucket/{d.base}-flows"}
+
+
 def pool_defaults(cfg: InfraConfig, d: Deployment, facts: Facts, cred_key: str) -> dict[str, Any]:
     a = d.account
     env = cfg.env(a.env_name)
@@ -41,6 +46,12 @@ def pool_defaults(cfg: InfraConfig, d: Deployment, facts: Facts, cred_key: str) 
         "image": a.agent_image,
         "cpu": cfg.flows.cpu,
         "memory": cfg.flows.memory,
+        # Reuse the latest task-definition revision when it matches: AWS throttles concurrent
+        # registrations in one family ("Too many concurrent attempts to create a new revision").
+        "match_latest_revision_in_family": True,
+        # Flow runs persist their results in the type's flow bucket (the S3Bucket block below).
+        # A deployment that sets its own `env` job variable replaces this; see the README.
+        "env": result_storage_env(d),
         # The secret holds JSON; ECS extracts one key with the ARN:key:: form.
         "prefect_api_key_secret_arn": Ref(f"secretsmanager.secret/{a.secret_name}", "arn", "{}:PREFECT_API_KEY::"),
         "aws_credentials": {"$ref": {"block_document_id": Ref(cred_key, "id")}},
@@ -83,7 +94,8 @@ def prefect_resources(cfg: InfraConfig, env_name: str, facts: Facts, sandbox: bo
         job_variables: dict[str, Any] = {"env": {"INFRA_ENV": env_name}}
         if not sandbox:
             job_variables.update(image=a.agent_image, task_role_arn=a.role_arn(role))
-        out.append(Resource("prefect.deployment", f"{spec.flow_name}/{cfg.prefix}-{env_name}", {
+        name = management.deployment_name(cfg.prefix, env_name)
+        out.append(Resource("prefect.deployment", f"{spec.flow_name}/{name}", {
             "work_pool_name": pool,
             "entrypoint": spec.entrypoint,
             "path": workdir,

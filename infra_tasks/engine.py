@@ -25,7 +25,7 @@ from .model import OWNER_TAG, UNKNOWN, Action, Change, Observed, Plan, Ref, Reso
 
 HANDLERS: dict[str, Handler] = {h.kind: h for h in (
     s3.BucketHandler(), ecr.RepositoryHandler(), logs.LogGroupHandler(), secrets.SecretHandler(),
-    iam.RoleHandler(), iam.OidcProviderHandler(), SecurityGroupHandler(), sqs.QueueHandler(),
+    iam.RoleHandler(), iam.ManagedPolicyHandler(), iam.OidcProviderHandler(), SecurityGroupHandler(), sqs.QueueHandler(),
     events.RuleHandler(), ecs.ClusterHandler(), ecs_taskdef.TaskDefinitionHandler(), ecs.ServiceHandler(),
     autoscaling.ScalableTargetHandler(), autoscaling.ScalingPolicyHandler(), *prefect_objects.HANDLERS,
 )}
@@ -40,7 +40,7 @@ def caller_account() -> tuple[str, str]:
     return ident["Account"], ident["Arn"]
 
 
-def account_guard(cfg: InfraConfig, env_name: str) -> str:
+def account_guard(cfg: InfraConfig, env_name: str) -> tuple[str, str]:
     """The credentials must belong to the environment's configured account."""
     want = cfg.env(env_name).account_id
     try:
@@ -53,14 +53,14 @@ def account_guard(cfg: InfraConfig, env_name: str) -> str:
             f"environments.{env_name}.account_id) but the credentials in use belong to account {got} ({arn}); "
             f"switch AWS_PROFILE to the {env_name} account or fix the account id. Nothing was changed."
         )
-    return got
+    return got, arn
 
 
 def gather_facts(cfg: InfraConfig, env_name: str) -> Facts:
     use_region(cfg.region)
-    account = account_guard(cfg, env_name)
+    account, caller = account_guard(cfg, env_name)
     network = resolve_network(cfg.env(env_name).network, f"environments.{env_name}")
-    return Facts(account_id=account, region=cfg.region, network=network)
+    return Facts(account_id=account, region=cfg.region, network=network, caller_arn=caller)
 
 
 # --- references ---------------------------------------------------------------------
@@ -185,7 +185,7 @@ def blocking(change: Change) -> str | None:
         return f"{change.key}: {change.reason}"
     if change.action is Action.REPLACE and not handler.replace_is_safe:
         return f"{change.key}: {change.reason}"
-    if change.action is Action.CREATE and change.blocker:
+    if change.blocker:
         return change.blocker
     return None
 
@@ -270,6 +270,7 @@ def plan(cfg: InfraConfig, env_name: str, facts: Facts | None = None, adopt: boo
     changes = decide_all(resources, observed, owner_value(cfg), adopt)
     p = Plan(env_name, facts.account_id, facts.region, changes, notes=list(notes or []))
     check_agent_image(cfg, env_name, facts, p)
+    check_caller_role(cfg, env_name, facts, p)
     if facts.network.public_subnets and not cfg.env(env_name).network.assign_public_ip:
         p.warnings.append(
             f"subnets {', '.join(facts.network.public_subnets)} map public IPs on launch (public subnets); the agent "
@@ -277,6 +278,23 @@ def plan(cfg: InfraConfig, env_name: str, facts: Facts | None = None, adopt: boo
             f"Select private subnets with environments.{env_name}.network.subnets"
         )
     return p
+
+
+def check_caller_role(cfg: InfraConfig, env_name: str, facts: Facts, p: Plan) -> None:
+    """Running as one of the project's own roles (CI's apply, an infra-update run), mark
+    what that role may not change, so the apply stops before any change instead of
+    half-way with AccessDenied."""
+    from .iam_policies import beyond_role
+    from .names import Account
+
+    a = Account(cfg, env_name, facts.account_id, facts.region, facts.partition)
+    role = a.project_role_of(facts.caller_arn)
+    if role is None:
+        return
+    for c in p.changes:
+        why = beyond_role(c, a, role)
+        if why and c.deferred is None:
+            c.blocker = why
 
 
 def check_agent_image(cfg: InfraConfig, env_name: str, facts: Facts, p: Plan) -> None:

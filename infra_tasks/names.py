@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from .config import InfraConfig, flow_bucket_name
@@ -42,6 +43,17 @@ class Account:
         return f"{self.account_id}.dkr.ecr.{self.region}.{suffix}"
 
     @property
+    def agent_image_repository_arn(self) -> str | None:
+        """The ECR repository the agent image is pulled from (None: not an ECR registry)."""
+        repo = self.cfg.agent.image_repository
+        if not repo:
+            return self.ecr_repository_arn
+        m = re.fullmatch(r"(\d{12})\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/(.+)", repo)
+        if not m:
+            return None
+        return f"arn:{self.partition}:ecr:{m.group(2)}:{m.group(1)}:repository/{m.group(3)}"
+
+    @property
     def agent_image(self) -> str:
         repo = self.cfg.agent.image_repository or f"{self.registry}/{self.ecr_repository}"
         return f"{repo}:{self.cfg.agent.image_tag}"
@@ -64,9 +76,17 @@ class Account:
         return self.arn("iam", f"oidc-provider/{self.oidc_host}", region=False)
 
     ci_deploy_role = property(lambda self: f"{self.prefix}-ci-deploy")
+    ci_push_role = property(lambda self: f"{self.prefix}-ci-push")
     ci_plan_role = property(lambda self: f"{self.prefix}-ci-plan")
     infra_read_role = property(lambda self: f"{self.prefix}-infra-read")
     infra_write_role = property(lambda self: f"{self.prefix}-infra-write")
+
+    def project_role_of(self, caller_arn: str) -> str | None:
+        """`ci-deploy` / `infra-write` when the caller is that role's session, else None."""
+        m = re.fullmatch(r"arn:[^:]+:sts::\d{12}:assumed-role/([^/]+)/.*", caller_arn or "")
+        if not m:
+            return None
+        return {self.ci_deploy_role: "ci-deploy", self.infra_write_role: "infra-write"}.get(m.group(1))
 
     def deployment(self, t: str) -> "Deployment":
         return Deployment(self, t)
@@ -104,6 +124,19 @@ class Deployment:
     service = property(lambda self: f"{self.base}-agent")
     scaling_policy = property(lambda self: f"{self.base}-agent-cpu")
     pool = property(lambda self: self.base)
+    boundary = property(lambda self: f"{self.base}-runtime-boundary")
+
+    @property
+    def boundary_arn(self) -> str:
+        return self.account.arn("iam", f"policy/{self.boundary}", region=False)
+
+    @property
+    def service_arn(self) -> str:
+        return self.account.arn("ecs", f"service/{self.cluster}/{self.service}")
+
+    @property
+    def task_family_arn(self) -> str:
+        return self.account.arn("ecs", f"task-definition/{self.task_family}:*")
 
     @property
     def bucket_arn(self) -> str:

@@ -120,25 +120,39 @@ def test_roles_least_privilege(stack) -> None:
     acct = PROD_ACCOUNT
     for t in TYPES:
         base = f"{P}-{t}"
+        boundary = f"arn:aws:iam::{acct}:policy/{base}-runtime-boundary"
         for name in ("agent-exec", "agent-task", "flow-exec", "flow-task"):
-            trust = policy_doc(role(iam, f"{base}-{name}")["AssumeRolePolicyDocument"])["Statement"][0]
+            r = role(iam, f"{base}-{name}")
+            trust = policy_doc(r["AssumeRolePolicyDocument"])["Statement"][0]
             assert trust["Principal"] == {"Service": "ecs-tasks.amazonaws.com"}
             assert trust["Condition"]["StringEquals"]["aws:SourceAccount"] == acct
-        ex = role(iam, f"{base}-agent-exec")
-        assert ex["managed"] == ["arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"]
-        sec = ex["inline"]["prefect-secret"]["Statement"][0]
-        assert sec["Resource"].endswith(f":secret:{P}/prefect-credentials-??????")
+            assert r["PermissionsBoundary"]["PermissionsBoundaryArn"] == boundary
+            assert r["managed"] == []  # no AWS managed policy: each grant is scoped inline
+        ex = actions(role(iam, f"{base}-agent-exec")["inline"]["agent-execution"])
+        assert ex["secretsmanager:GetSecretValue"]["Resource"].endswith(f":secret:{P}/prefect-credentials-??????")
+        assert ex["ecr:BatchGetImage"]["Resource"] == f"arn:aws:ecr:us-east-1:{acct}:repository/{P}"
         task = actions(role(iam, f"{base}-agent-task")["inline"]["prefect-worker"])
         assert task["ecs:RunTask"]["Condition"]["ArnEquals"]["ecs:cluster"] == \
             f"arn:aws:ecs:us-east-1:{acct}:cluster/{base}"
         assert task["ecs:StopTask"]["Resource"] == f"arn:aws:ecs:us-east-1:{acct}:task/{base}/*"
         assert "ecs:TagResource" in task
-        assert sorted(task["iam:PassRole"]["Resource"]) == sorted(
-            [f"arn:aws:iam::{acct}:role/{base}-flow-exec", f"arn:aws:iam::{acct}:role/{base}-flow-task"])
+        passed = [f"arn:aws:iam::{acct}:role/{base}-flow-exec", f"arn:aws:iam::{acct}:role/{base}-flow-task"]
+        if t == "main":  # the management deployments run on main's agent with their own roles
+            passed += [f"arn:aws:iam::{acct}:role/{P}-infra-read", f"arn:aws:iam::{acct}:role/{P}-infra-write"]
+        assert sorted(task["iam:PassRole"]["Resource"]) == sorted(passed)
         assert task["sqs:ReceiveMessage"]["Resource"] == f"arn:aws:sqs:us-east-1:{acct}:{base}-ecs-events"
+        flow_exec = actions(role(iam, f"{base}-flow-exec")["inline"]["flow-execution"])
+        assert f"arn:aws:logs:us-east-1:{acct}:log-group:/ecs/{base}/flows" in \
+            flow_exec["logs:CreateLogGroup"]["Resource"]  # prefect-aws sets awslogs-create-group
         flow_task = actions(role(iam, f"{base}-flow-task")["inline"]["flow-task"])
         assert flow_task["s3:PutObject"]["Resource"] == f"arn:aws:s3:::{base}-flows-{acct}/*"
         assert all(st["Resource"] != "*" for st in flow_task.values())
+        # The boundary is the union of the four roles' statements.
+        pol = iam.get_policy(PolicyArn=boundary)["Policy"]
+        doc = policy_doc(iam.get_policy_version(PolicyArn=boundary, VersionId=pol["DefaultVersionId"])[
+            "PolicyVersion"]["Document"])
+        bound = actions(doc)
+        assert set(task) | set(flow_task) | set(flow_exec) | set(ex) == set(bound)
 
 
 def test_management_and_ci_roles(stack) -> None:
@@ -146,20 +160,32 @@ def test_management_and_ci_roles(stack) -> None:
     read = actions(role(iam, f"{P}-infra-read")["inline"]["infra-read"])
     assert not [a for a in read if not a.split(":")[1].startswith(("Get", "List", "Describe"))]
     write = actions(role(iam, f"{P}-infra-write")["inline"]["infra-write"])
-    assert "iam:CreateRole" in write and not [a for a in write if ":Delete" in a and a != "iam:DeleteRolePolicy"]
-    assert write["iam:CreateRole"]["Resource"] == f"arn:aws:iam::{PROD_ACCOUNT}:role/{P}-*"
+    assert not [a for a in write if ":Delete" in a and a not in ("iam:DeleteRolePolicy", "cloudwatch:DeleteAlarms")]
+    runtime = sorted(f"arn:aws:iam::{PROD_ACCOUNT}:role/{P}-main-{r}"
+                     for r in ("agent-exec", "agent-task", "flow-exec", "flow-task"))
+    put = [st for st in role(iam, f"{P}-infra-write")["inline"]["infra-write"]["Statement"]
+           if "iam:PutRolePolicy" in st["Action"]]
+    assert [sorted(st["Resource"]) for st in put if "main" in st["Sid"].lower()] == [runtime]
+    for st in put:  # only while the role keeps its boundary
+        assert list(st["Condition"]["StringEquals"]) == ["iam:PermissionsBoundary"]
+    assert not {"iam:AttachRolePolicy", "iam:CreatePolicyVersion", "iam:DeleteRolePermissionsBoundary",
+                "iam:UpdateAssumeRolePolicy", "secretsmanager:PutSecretValue"} & set(write)
     host = f"oidc.circleci.com/org/{ORG}"
-    deploy = policy_doc(role(iam, f"{P}-ci-deploy")["AssumeRolePolicyDocument"])["Statement"][0]
-    assert deploy["Principal"]["Federated"] == f"arn:aws:iam::{PROD_ACCOUNT}:oidc-provider/{host}"
-    assert deploy["Condition"]["StringEquals"][f"{host}:aud"] == ORG
-    subs = deploy["Condition"]["StringLike"][f"{host}:sub"]
-    assert sorted(subs) == sorted(f"org/{ORG}/project/{PROJECT}/user/*/vcs-origin/*/vcs-ref/refs/heads/{b}"
-                                  for b in ("staging-v2", "main-v2"))
-    ci = actions(role(iam, f"{P}-ci-deploy")["inline"]["ci-deploy"])
-    assert ci["ecr:PutImage"]["Resource"] == f"arn:aws:ecr:us-east-1:{PROD_ACCOUNT}:repository/{P}"
+    origin = "github.com/example-org/data-flows"
+    uid = "????????-????-????-????-????????????"
+    for name, branches in (("ci-deploy", ["main-v2"]), ("ci-push", ["staging-v2", "main-v2"])):
+        trust = policy_doc(role(iam, f"{P}-{name}")["AssumeRolePolicyDocument"])["Statement"][0]
+        assert trust["Principal"]["Federated"] == f"arn:aws:iam::{PROD_ACCOUNT}:oidc-provider/{host}"
+        assert trust["Condition"]["StringEquals"][f"{host}:aud"] == ORG
+        subs = trust["Condition"]["StringLike"][f"{host}:sub"]
+        assert sorted(subs if isinstance(subs, list) else [subs]) == sorted(
+            f"org/{ORG}/project/{PROJECT}/user/{uid}/vcs-origin/{origin}/vcs-ref/refs/heads/{b}" for b in branches)
+    push = actions(role(iam, f"{P}-ci-push")["inline"]["ci-push"])
+    assert push["ecr:PutImage"]["Resource"] == f"arn:aws:ecr:us-east-1:{PROD_ACCOUNT}:repository/{P}"
+    assert {a.split(":")[0] for a in push} == {"ecr"}
     plan = policy_doc(role(iam, f"{P}-ci-plan")["AssumeRolePolicyDocument"])["Statement"][0]
-    assert plan["Condition"]["StringLike"][f"{host}:sub"] in (f"org/{ORG}/project/{PROJECT}/user/*",
-                                                               [f"org/{ORG}/project/{PROJECT}/user/*"])
+    assert plan["Condition"]["StringLike"][f"{host}:sub"] == f"org/{ORG}/project/{PROJECT}/user/*"
+    assert list(role(iam, f"{P}-ci-plan")["inline"]) == ["infra-read"]
     providers = iam.list_open_id_connect_providers()["OpenIDConnectProviderList"]
     assert [p["Arn"] for p in providers] == [f"arn:aws:iam::{PROD_ACCOUNT}:oidc-provider/{host}"]
     got = iam.get_open_id_connect_provider(OpenIDConnectProviderArn=providers[0]["Arn"])

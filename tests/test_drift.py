@@ -39,9 +39,8 @@ def _widened_policy(b):
         {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "ecs:*", "Resource": "*"}]}))
 
 
-def _detach_managed(b):
-    b("iam").detach_role_policy(RoleName=f"{BASE}-agent-exec",
-                                PolicyArn="arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy")
+def _boundary_removed(b):
+    b("iam").delete_role_permissions_boundary(RoleName=f"{BASE}-agent-task")
 
 
 def _sg_ingress(b):
@@ -99,7 +98,7 @@ CASES = [
     ("bucket policy removed", _bucket_policy, f"s3.bucket/{BASE}-flows-222222222222", "policy:"),
     ("extra inline policy", _extra_inline_policy, f"iam.role/{BASE}-flow-task", "inline_policies.sneaky"),
     ("widened policy", _widened_policy, f"iam.role/{BASE}-agent-task", "inline_policies.prefect-worker"),
-    ("detached managed policy", _detach_managed, f"iam.role/{BASE}-agent-exec", "managed_policies"),
+    ("boundary removed", _boundary_removed, f"iam.role/{BASE}-agent-task", "permissions_boundary"),
     ("ssh ingress", _sg_ingress, f"ec2.security_group/{BASE}-agent", "ingress"),
     ("queue attribute", _queue_attr, f"sqs.queue/{BASE}-ecs-events", "attributes.VisibilityTimeout: 300 -> 30"),
     ("desired count out of range", _desired_count, f"ecs.service/{BASE}-agent", "desiredCount: 7 -> 2"),

@@ -282,12 +282,13 @@ def test_roles_per_job(ci, infra) -> None:
             assert assumed == [(infra.env(name.removeprefix("plan-")).account_id, "ci-plan")]
         for account, role in assumed:
             assert account in accounts, f"{name}: account {account} is not in infra.toml"
-            if role == "ci-deploy":
-                assert not every_branch, f"{name} assumes ci-deploy on every branch"
+            if role in ("ci-deploy", "ci-push"):
+                assert not every_branch, f"{name} assumes {role} on every branch"
                 env = infra.env(accounts[account])
                 branches = {b for b in ("dev-v2", "staging-v2", "main-v2") if runs_on(entries(ci)[name][1], b)}
                 # The role's trust policy admits only these branches: the job would fail elsewhere.
-                assert branches <= set(env.ci_branches), f"{name}: {branches} vs ci_branches {env.ci_branches}"
+                allowed = {env.apply_branch} if role == "ci-deploy" else set(env.ci_branches)
+                assert branches <= allowed, f"{name}: {role} on {branches}, trusted on {allowed}"
         if assumed:
             assert entries(ci)[name][1].get("context"), f"{name} needs a context for its OIDC token"
 
@@ -312,9 +313,9 @@ def test_contexts_give_write_credentials_only_to_deploy_branches(ci, infra) -> N
 
 
 @pytest.mark.parametrize(("name", "role", "env"), [
-    ("apply-dev-base", "ci-deploy", "dev"), ("push-image-dev", "ci-deploy", "dev"), ("apply-dev", "ci-deploy", "dev"),
-    ("apply-production-base", "ci-deploy", "production"), ("push-image-production", "ci-deploy", "production"),
-    ("apply-production", "ci-deploy", "production"), ("push-image-staging", "ci-deploy", "production"),
+    ("apply-dev-base", "ci-deploy", "dev"), ("push-image-dev", "ci-push", "dev"), ("apply-dev", "ci-deploy", "dev"),
+    ("apply-production-base", "ci-deploy", "production"), ("push-image-production", "ci-push", "production"),
+    ("apply-production", "ci-deploy", "production"), ("push-image-staging", "ci-push", "production"),
 ])
 def test_deploy_jobs_assume_the_deploy_role_of_their_account(ci, infra, name: str, role: str, env: str) -> None:
     assert roles(ci, name) == [(infra.env(env).account_id, role)]
