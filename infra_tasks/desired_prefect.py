@@ -50,7 +50,7 @@ def pool_defaults(cfg: InfraConfig, d: Deployment, facts: Facts, cred_key: str) 
         # registrations in one family ("Too many concurrent attempts to create a new revision").
         "match_latest_revision_in_family": True,
         # Flow runs persist their results in the type's flow bucket (the S3Bucket block below).
-        # A deployment that sets its own `env` job variable replaces this; see the README.
+        # Prefect merges a deployment's own `env` job variable into this one.
         "env": result_storage_env(d),
         # The secret holds JSON; ECS extracts one key with the ARN:key:: form.
         "prefect_api_key_secret_arn": Ref(f"secretsmanager.secret/{a.secret_name}", "arn", "{}:PREFECT_API_KEY::"),

@@ -98,12 +98,14 @@ def unstored_properties(kind: str) -> tuple[str, ...]:
 
 @functools.lru_cache(maxsize=16)
 def _is_moto(endpoint: str) -> bool:
+    import json
     import urllib.error
     import urllib.request
 
+    # /moto-api/config is a few bytes whatever the emulator holds (data.json dumps all state).
     try:
-        with urllib.request.urlopen(f"{endpoint.rstrip('/')}/moto-api/data.json", timeout=5) as r:
-            return r.status == 200
+        with urllib.request.urlopen(f"{endpoint.rstrip('/')}/moto-api/config", timeout=10) as r:
+            return r.status < 300 and isinstance(json.loads(r.read(4096)), dict)
     except (urllib.error.URLError, OSError, ValueError):
         return False
 

@@ -82,12 +82,16 @@ def cfg() -> InfraConfig:
 def boto(aws_env: str) -> Callable[[str], Any]:
     """Raw boto3 clients on the emulator, for asserting state and making out-of-band
     changes (not counted as our calls)."""
+    return boto_maker(aws_env)
+
+
+def boto_maker(url: str) -> Callable[[str], Any]:
     import boto3
 
     session = boto3.Session()
 
     def make(service: str) -> Any:
-        c = session.client(service, region_name=REGION, endpoint_url=aws_env)
+        c = session.client(service, region_name=REGION, endpoint_url=url)
         c.meta.events.register("before-sign", emulator_account_header)
         return c
     return make
