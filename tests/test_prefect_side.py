@@ -309,3 +309,20 @@ def test_second_mutating_run_is_excluded(stack, bootstrap, capsys) -> None:
         assert aws.CALLS.mutating() == []
     assert "holds the lock" in capsys.readouterr().err
     assert bootstrap("--yes", prefect=True) == 0  # free again
+
+
+def test_update_refuses_what_its_role_may_not_change(stack) -> None:
+    """infra-update runs with infra-write, which cannot change the control plane: a plan
+    that would (here: a CI role's policy changed out of band) fails before asking for
+    approval, naming the resource and who can."""
+    import json
+
+    from flows.update import UpdateRequest, infra_update
+
+    stack("iam").put_role_policy(RoleName=f"{P}-ci-plan", PolicyName="infra-read", PolicyDocument=json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
+    aws.CALLS.reset()
+    state = infra_update(request=UpdateRequest(environment="production"), return_state=True)
+    assert state.is_failed()
+    assert f"iam.role/{P}-ci-plan: needs an administrator's bootstrap" in state.message
+    assert aws.CALLS.mutating() == []

@@ -1,0 +1,34 @@
+"""Bootstrap running as one of the project's own roles (CI's apply) refuses, before any
+change, what that role may not change, instead of failing half-way with AccessDenied."""
+
+from __future__ import annotations
+
+import json
+
+from infra_tasks import aws
+
+from .iam_world import assume
+
+P = "data-flows"
+
+
+def test_ci_deploy_refuses_control_plane_changes_up_front(bootstrap, boto, monkeypatch, capsys) -> None:
+    assert bootstrap("--yes") == 0
+    iam = boto("iam")
+    iam.put_role_policy(RoleName=f"{P}-infra-read", PolicyName="infra-read", PolicyDocument=json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+    boto("logs").put_retention_policy(logGroupName=f"/ecs/{P}-main/agent", retentionInDays=7)
+    for k, v in assume(boto, f"{P}-ci-deploy").items():
+        monkeypatch.setenv(k, v)
+    aws.reset_clients()
+    capsys.readouterr()
+    aws.CALLS.reset()
+    assert bootstrap("--yes") == 1
+    err = capsys.readouterr().err
+    assert f"iam.role/{P}-infra-read: needs an administrator's bootstrap" in err
+    assert "nothing was changed" in err
+    assert aws.CALLS.mutating() == []  # not even the log retention CI could have fixed
+    # What CI may change on its own still applies once the control plane is back in shape.
+    monkeypatch.undo()
+    aws.reset_clients()
+    assert bootstrap("--yes") == 0
