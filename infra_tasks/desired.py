@@ -48,9 +48,8 @@ def account_resources(cfg: InfraConfig, a: Account, facts: Facts) -> list[Resour
     env = cfg.env(a.env_name)
     ecs_trust = iam_policies.ecs_tasks_trust(a)
     oidc_key = key("iam.oidc_provider", a.oidc_host)
-    extra = cfg.flows.task_role_extra_statements
     read = {"infra-read": iam_policies.infra_read(a)}
-    write = {"infra-write": iam_policies.infra_write(a, owner_value(cfg), extra)}
+    write = {"infra-write": iam_policies.infra_write(a, owner_value(cfg))}
     return [
         Resource("ecr.repository", a.ecr_repository,
                  ecr.desired_props(cfg.ecr.images_kept, cfg.ecr.tag_mutability, t)),
@@ -61,7 +60,7 @@ def account_resources(cfg: InfraConfig, a: Account, facts: Facts) -> list[Resour
         Resource("iam.role", a.ci_deploy_role, iam.role_props(
             iam_policies.circleci_trust(a, [env.apply_branch]),
             f"CircleCI on {env.apply_branch}: apply infrastructure and the Prefect side",
-            {**write, "ci-deploy": iam_policies.ci_deploy_extra(a, extra)}, [], t), deps=(oidc_key,)),
+            {**write, "ci-deploy": iam_policies.ci_deploy_extra(a)}, [], t), deps=(oidc_key,)),
         Resource("iam.role", a.ci_push_role, iam.role_props(
             iam_policies.circleci_trust(a, env.ci_branches),
             f"CircleCI on {', '.join(env.ci_branches)}: push images to the repository",

@@ -217,11 +217,10 @@ def infra_read(a: Account) -> dict[str, Any]:
     )
 
 
-def infra_write(a: Account, owner: str, extra: list[dict[str, Any]]) -> dict[str, Any]:
+def infra_write(a: Account, owner: str) -> dict[str, Any]:
     """What `infra-update` (and CI's apply) needs on top of read: create and update this
     environment's resources, each by its exact name, and nothing else."""
     ds = a.deployments
-    mgmt = a.cfg.management_type(a.env_name)
     owned = {"StringEquals": {"aws:ResourceTag/managed-by": owner}}
     statements = [
         allow(["s3:CreateBucket", "s3:PutBucketVersioning", "s3:PutBucketPublicAccessBlock",
@@ -230,8 +229,7 @@ def infra_write(a: Account, owner: str, extra: list[dict[str, Any]]) -> dict[str
         allow(["ecr:CreateRepository", "ecr:PutLifecyclePolicy", "ecr:PutImageScanningConfiguration",
                "ecr:PutImageTagMutability", "ecr:TagResource"], a.ecr_repository_arn, sid="WriteRegistry"),
         allow(["logs:CreateLogGroup", "logs:PutRetentionPolicy", "logs:TagResource", "logs:TagLogGroup"],
-              [arn for d in ds for g in (d.agent_log_group, d.flow_log_group) for arn in _log_group(d, g)],
-              sid="WriteLogGroups"),
+              [d.log_group_arn(f"/ecs/{d.base}/*") for d in ds], sid="WriteLogGroups"),
         allow(["secretsmanager:TagResource"], a.secret_arn_pattern, sid="TagSecret"),
         allow(["sqs:CreateQueue", "sqs:SetQueueAttributes", "sqs:TagQueue"],
               [arn for d in ds for arn in (d.queue_arn, d.dlq_arn)], sid="WriteQueues"),
@@ -239,11 +237,12 @@ def infra_write(a: Account, owner: str, extra: list[dict[str, Any]]) -> dict[str
         allow(["events:PutTargets"], [d.rule_arn for d in ds], sid="RuleTargetsOwnQueues",
               condition={"ArnEquals": {"events:TargetArn": [d.queue_arn for d in ds]}}),
         allow(["ecs:CreateCluster", "ecs:UpdateCluster", "ecs:UpdateClusterSettings",
-               "ecs:PutClusterCapacityProviders"], [d.cluster_arn for d in ds], sid="WriteClusters"),
-        allow(["ecs:CreateService", "ecs:UpdateService"], [d.service_arn for d in ds], sid="WriteAgentServices"),
-        allow(["ecs:RegisterTaskDefinition"], [d.task_family_arn for d in ds], sid="RegisterAgentTaskDefinitions"),
-        allow(["ecs:TagResource"], [arn for d in ds for arn in (d.cluster_arn, d.service_arn, d.task_family_arn)],
-              sid="TagEcs"),
+               "ecs:PutClusterCapacityProviders", "ecs:TagResource"], [d.cluster_arn for d in ds],
+              sid="WriteClusters"),
+        allow(["ecs:CreateService", "ecs:UpdateService", "ecs:TagResource"], [d.service_arn for d in ds],
+              sid="WriteAgentServices"),
+        allow(["ecs:RegisterTaskDefinition", "ecs:TagResource"], [d.task_family_arn for d in ds],
+              sid="RegisterAgentTaskDefinitions"),
         allow(["iam:PassRole"], sorted(a.role_arn(r) for d in ds for r in (d.agent_exec_role, d.agent_task_role)),
               sid="PassAgentRoles", condition={"StringEquals": {"iam:PassedToService": ECS_TASKS}}),
         allow(["iam:CreateServiceLinkedRole"], a.arn("iam", "role/aws-service-role/*", region=False),
@@ -270,26 +269,28 @@ def infra_write(a: Account, owner: str, extra: list[dict[str, Any]]) -> dict[str
     ]
     for d in ds:
         boundary = {"StringEquals": {"iam:PermissionsBoundary": d.boundary_arn}}
-        roles = sorted(a.role_arn(r) for r in runtime_policies(d, extra, d.t == mgmt))
         statements.append(allow(
             ["iam:PutRolePolicy", "iam:DeleteRolePolicy", "iam:PutRolePermissionsBoundary"],
-            roles, sid=f"RuntimeRolesWithinBoundary{d.t.capitalize()}", condition=boundary))
-    statements.append(allow(["iam:UpdateRole", "iam:TagRole"],
-                            sorted(a.role_arn(r) for d in ds for r in runtime_policies(d, extra, False)),
+            runtime_roles_arn(d), sid=f"RuntimeRolesWithinBoundary{d.t.capitalize()}", condition=boundary))
+    statements.append(allow(["iam:UpdateRole", "iam:TagRole"], [runtime_roles_arn(d) for d in ds],
                             sid="RuntimeRoleSettings"))
-    return document(*statements)
+    return document(*infra_read(a)["Statement"], *statements)
 
 
-def ci_deploy_extra(a: Account, extra: list[dict[str, Any]]) -> dict[str, Any]:
+def runtime_roles_arn(d: Deployment) -> str:
+    """T's four runtime roles: `{prefix}-T-*`. Deployment types are dev/staging/main only,
+    so this never reaches the control-plane roles (`{prefix}-ci-*`, `{prefix}-infra-*`)."""
+    return d.account.arn("iam", f"role/{d.base}-*", region=False)
+
+
+def ci_deploy_extra(a: Account) -> dict[str, Any]:
     """What only CI's apply may do beyond infra-write: create runtime roles (with their
     boundary) and change their trust policies, which decide who can assume them."""
-    statements = []
-    for d in a.deployments:
-        roles = sorted(a.role_arn(r) for r in runtime_policies(d, extra, False))
-        statements.append(allow(["iam:CreateRole"], roles, sid=f"CreateRuntimeRoles{d.t.capitalize()}",
-                                condition={"StringEquals": {"iam:PermissionsBoundary": d.boundary_arn}}))
-    roles = sorted(a.role_arn(r) for d in a.deployments for r in runtime_policies(d, extra, False))
-    statements.append(allow(["iam:UpdateAssumeRolePolicy"], roles, sid="RuntimeRoleTrust"))
+    statements = [allow(["iam:CreateRole"], runtime_roles_arn(d), sid=f"CreateRuntimeRoles{d.t.capitalize()}",
+                        condition={"StringEquals": {"iam:PermissionsBoundary": d.boundary_arn}})
+                  for d in a.deployments]
+    statements.append(allow(["iam:UpdateAssumeRolePolicy"], [runtime_roles_arn(d) for d in a.deployments],
+                            sid="RuntimeRoleTrust"))
     return document(*statements)
 
 
@@ -331,12 +332,14 @@ def _size(doc: dict[str, Any]) -> int:
 
 def size_errors(kind: str, name: str, props: dict[str, Any]) -> list[str]:
     """IAM rejects documents over its size quotas only at apply time; say so in the plan."""
+    hint = "shorten flows.task_role_extra_statements" if ("-flow-task" in name or "boundary" in name) else \
+        "a project policy outgrew IAM's quota: report it"
     if kind == "iam.policy" and _size(props["document"]) > MANAGED_POLICY_LIMIT:
         return [f"iam.policy/{name}: {_size(props['document'])} characters, over IAM's {MANAGED_POLICY_LIMIT} for a "
-                f"managed policy; shorten flows.task_role_extra_statements (it is part of this boundary)"]
+                f"managed policy; {hint} (the boundary includes them)"]
     if kind == "iam.role":
         total = sum(_size(d) for d in props["inline_policies"].values())
         if total > ROLE_INLINE_LIMIT:
             return [f"iam.role/{name}: inline policies total {total} characters, over IAM's {ROLE_INLINE_LIMIT}; "
-                    f"shorten flows.task_role_extra_statements"]
+                    f"{hint}"]
     return []

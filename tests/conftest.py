@@ -26,6 +26,32 @@ DEV_ACCOUNT = "111111111111"
 REGION = "us-east-1"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def emulator_bucket_policy_conditions() -> Iterator[None]:
+    """moto applies a bucket policy's statements to object calls without their Condition,
+    so the TLS-only Deny every flow bucket has blocks every object call. Patched here (the
+    emulator runs in this process), never in the product: the policy is evaluated with its
+    conditions, for a request made over TLS as every request to AWS is."""
+    from moto.iam.access_control import PermissionResult
+    from moto.s3.models import FakeBucket
+
+    from .iam_eval import Request, resource_policy_verdict
+
+    original = FakeBucket.get_permission
+
+    def get_permission(self: Any, action: str, resource: str) -> Any:
+        if self.policy is None:
+            return PermissionResult.NEUTRAL
+        verdict = resource_policy_verdict(json.loads(self.policy), Request(
+            action, resource, {"aws:SecureTransport": "true"}, principal={"AWS": "*"}))
+        return {"deny": PermissionResult.DENIED, "allow": PermissionResult.PERMITTED}.get(
+            verdict, PermissionResult.NEUTRAL)
+
+    FakeBucket.get_permission = get_permission
+    yield
+    FakeBucket.get_permission = original
+
+
 @pytest.fixture(scope="session")
 def moto_url() -> Iterator[str]:
     with emulator.moto_server() as url:

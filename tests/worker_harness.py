@@ -400,6 +400,9 @@ def run_scenario(workdir: Path, config: InfraConfig | None = None) -> WorkerRun:
                 # What CI runs on the branch that deploys this type (staging-v2, main-v2).
                 (branch,) = [b for b in env_cfg.ci_branches if BRANCH_TYPES.get(b) == d.t]
                 assert _deploy_flows(branch, tag) == 0, f"deployments.flows --branch {branch} failed"
+            # The bootstrap's lock made process-wide Prefect services whose client is bound to
+            # this server; stop them while it is up, so later tests get fresh ones.
+            _drain_prefect_services()
             with get_client(sync_client=True) as c:
                 for d in deployments:
                     _defaults_deployment(c, d.pool)
@@ -440,6 +443,12 @@ def run_scenario(workdir: Path, config: InfraConfig | None = None) -> WorkerRun:
         result.timings = timings
         mark("snapshot")
         return result
+
+
+def _drain_prefect_services() -> None:
+    from prefect.concurrency.services import ConcurrencySlotAcquisitionWithLeaseService
+
+    ConcurrencySlotAcquisitionWithLeaseService.drain_all(timeout=30, at_exit=False)
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

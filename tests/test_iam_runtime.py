@@ -1,0 +1,341 @@
+"""Every project role evaluated, as AWS would, against the calls its job really makes,
+and against calls it must never be able to make.
+
+The jobs run for real against the emulator and are captured on the wire (botocore's
+`before-parameter-build`), each labelled with the role that would make it on AWS. Each
+call becomes the IAM requests AWS authorizes for it (`iam_requests`: the action, the exact
+resource ARN, condition keys, and dependent authorizations such as iam:PassRole or
+tag-on-create) and is evaluated (`iam_eval`) against the role's policies and boundary as
+deployed (read back from IAM). The agent's calls come from the real prefect-aws worker
+(test_worker_runtime), the flow task role's from a real flow run (test_flow_results).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Iterator
+
+import pytest
+
+from infra_tasks import discovery, emulator
+from infra_tasks.desired import owner_value
+
+from . import test_drift
+from .conftest import PROD_ACCOUNT, REGION, boto_maker, clean_prefect, run_cli
+from .iam_capture import recording
+from .iam_eval import Request, evaluate, evaluate_trust, explain_denials
+from .iam_requests import Call, image_push_calls, requests_for
+from .iam_world import account_ctx, effective_policies, trust_policy
+from .worker_harness import captured_calls, worker_run  # noqa: F401 - a fixture
+
+P = "data-flows"
+A = PROD_ACCOUNT
+ARN = f"arn:aws:iam::{A}"
+OWNER = f"prefect-aws-stack/{P}"
+ORG = "a1b2c3d4-0000-4000-8000-000000000001"
+PROJECT = "a1b2c3d4-0000-4000-8000-000000000002"
+HOST = f"oidc.circleci.com/org/{ORG}"
+ORIGIN = "github.com/example-org/data-flows"
+USER = "5b3c0d6e-1f2a-4b7c-8d9e-0a1b2c3d4e5f"
+
+
+def sub(branch: str, origin: str = ORIGIN, user: str = USER, project: str = PROJECT) -> str:
+    return f"org/{ORG}/project/{project}/user/{user}/vcs-origin/{origin}/vcs-ref/refs/heads/{branch}"
+
+
+class Jobs:
+    def __init__(self, boto: Any, calls: list[Call]) -> None:
+        self.boto = boto
+        self.calls = calls
+        self.ctx = account_ctx(boto)
+
+    def of(self, principal: str) -> list[Call]:
+        return [c for c in self.calls if c.principal == principal]
+
+    def requests(self, principal: str) -> list[Request]:
+        return [r for c in self.of(principal) for r in requests_for(c, self.ctx)]
+
+
+@pytest.fixture(scope="module")
+def jobs(moto_url: str, prefect_api: None) -> Iterator[Jobs]:
+    """One production stack; each job of the control plane run once, as its role."""
+    from infra_tasks.config import load_config
+
+    emulator.reset(moto_url)
+    clean_prefect()
+    with emulator.sandbox_env(moto_url, A, REGION), recording() as rec:
+        boto = boto_maker(moto_url)
+        assert run_cli("--env", "production", "--yes", "--no-prefect") == 0  # an administrator's first run
+        cfg = load_config()
+        with rec.acting_as(f"{P}-infra-read"):  # plan and the drift check's discovery
+            assert run_cli("--env", "production", "--plan", "--no-prefect") == 0
+            owned, unlisted = discovery.owned(cfg, "production", owner_value(cfg))
+            assert unlisted == {}
+        for _, mutate, *_ in test_drift.CASES:  # every kind of out-of-band change at once
+            mutate(boto)
+        with rec.acting_as(f"{P}-infra-write"):  # the repair, then a UI-style settings change
+            assert run_cli("--env", "production", "--yes", "--no-prefect") == 0
+            assert run_cli("--env", "production", "--yes", "--no-prefect", "--set", "agent.cpu=2048",
+                           "--set", "agent.memory=4096", "--set", "agent.max_count=3",
+                           "--set", "logs.retention_days=60") == 0
+        iam = boto("iam")
+        iam.update_assume_role_policy(RoleName=f"{P}-staging-flow-exec", PolicyDocument=json.dumps({
+            "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"},
+                                                    "Action": "sts:AssumeRole"}]}))
+        iam.delete_role_policy(RoleName=f"{P}-staging-flow-task", PolicyName="flow-task")
+        iam.delete_role(RoleName=f"{P}-staging-flow-task")
+        with rec.acting_as(f"{P}-ci-deploy"):  # CI's apply: a trust repair and a re-created role
+            assert run_cli("--env", "production", "--yes", "--no-prefect") == 0
+            assert run_cli("--env", "production", "--plan", "--no-prefect") == 0
+        yield Jobs(boto, list(rec.calls))
+
+
+def assert_allowed(jobs: Jobs, role: str, requests: list[Request], policies_of: str | None = None) -> None:
+    policies, boundary = effective_policies(jobs.boto, policies_of or role)
+    assert requests, f"{role}: no calls captured"
+    denied = explain_denials(policies, requests, boundary=boundary)
+    assert denied == [], f"{role} would be denied on AWS:\n" + "\n".join(denied)
+
+
+def test_read_role_can_plan_and_check_drift(jobs: Jobs) -> None:
+    reqs = jobs.requests(f"{P}-infra-read")
+    assert {r.action for r in reqs} >= {"iam:GetRole", "s3:GetBucketPolicy", "ecs:DescribeServices",
+                                        "iam:ListRoles", "iam:GetPolicyVersion"}
+    assert_allowed(jobs, f"{P}-infra-read", reqs)
+    assert_allowed(jobs, f"{P}-ci-plan", reqs, policies_of=f"{P}-ci-plan")  # the same policy
+
+
+def test_write_role_repairs_every_kind_of_drift_and_applies_updates(jobs: Jobs) -> None:
+    reqs = jobs.requests(f"{P}-infra-write")
+    mutating = {r.action for r in reqs if not r.action.split(":")[1].startswith(("Get", "List", "Describe"))}
+    # The repair really exercised the writes (one per kind of drift in test_drift.CASES).
+    assert mutating >= {"logs:PutRetentionPolicy", "logs:CreateLogGroup", "s3:PutBucketVersioning",
+                        "s3:PutBucketPolicy", "iam:DeleteRolePolicy", "iam:PutRolePolicy",
+                        "iam:PutRolePermissionsBoundary", "ec2:RevokeSecurityGroupIngress",
+                        "sqs:SetQueueAttributes", "ecs:UpdateService", "ecs:RegisterTaskDefinition",
+                        "iam:PassRole", "events:PutRule", "ecr:PutImageScanningConfiguration", "ecs:TagResource",
+                        "application-autoscaling:RegisterScalableTarget"}
+    assert_allowed(jobs, f"{P}-infra-write", reqs)
+
+
+def test_ci_deploy_recreates_runtime_roles_and_repairs_trust(jobs: Jobs) -> None:
+    reqs = jobs.requests(f"{P}-ci-deploy")
+    assert {r.action for r in reqs} >= {"iam:CreateRole", "iam:UpdateAssumeRolePolicy", "iam:PutRolePolicy",
+                                        "iam:TagRole"}
+    assert_allowed(jobs, f"{P}-ci-deploy", reqs)
+
+
+def test_ci_push_can_push_images(jobs: Jobs) -> None:
+    calls = image_push_calls(f"{P}-ci-push", P)
+    assert_allowed(jobs, f"{P}-ci-push", [r for c in calls for r in requests_for(c, jobs.ctx)])
+
+
+# --- forbidden probes --------------------------------------------------------------------
+
+def _r(action: str, resource: str, **context: Any) -> Request:
+    return Request(action, resource, context)
+
+
+STAGING_CLUSTER = f"arn:aws:ecs:{REGION}:{A}:cluster/{P}-staging"
+MAIN_CLUSTER = f"arn:aws:ecs:{REGION}:{A}:cluster/{P}-main"
+FOREIGN_SG = f"arn:aws:ec2:{REGION}:{A}:security-group/sg-0123456789abcdef0"
+ADMIN_POLICY = "arn:aws:iam::aws:policy/AdministratorAccess"
+PASS = {"iam:PassedToService": "ecs-tasks.amazonaws.com"}
+EVERYONE_DENIED = [
+    _r("secretsmanager:GetSecretValue", f"arn:aws:secretsmanager:{REGION}:{A}:secret:other/secret-AbCdEf"),
+    _r("iam:AttachRolePolicy", f"{ARN}:role/{P}-main-flow-task", **{"iam:PolicyARN": ADMIN_POLICY}),
+    _r("iam:PutRolePolicy", f"{ARN}:role/{P}-infra-write"),
+    _r("iam:PutRolePolicy", f"{ARN}:role/{P}-ci-deploy"),
+    _r("iam:UpdateAssumeRolePolicy", f"{ARN}:role/{P}-ci-deploy"),
+    _r("iam:CreateRole", f"{ARN}:role/{P}-anything"),
+    _r("iam:DeleteRole", f"{ARN}:role/{P}-main-flow-task"),
+    _r("iam:DeleteRolePermissionsBoundary", f"{ARN}:role/{P}-main-agent-task"),
+    _r("iam:CreatePolicyVersion", f"{ARN}:policy/{P}-main-runtime-boundary"),
+    _r("iam:CreateAccessKey", f"{ARN}:user/admin"),
+    _r("s3:DeleteBucket", f"arn:aws:s3:::{P}-main-flows-{A}"),
+    _r("s3:PutBucketPolicy", f"arn:aws:s3:::other-team-bucket"),
+    _r("ecs:DeleteCluster", MAIN_CLUSTER),
+    _r("ecs:DeleteService", f"arn:aws:ecs:{REGION}:{A}:service/{P}-main/{P}-main-agent"),
+    _r("ecs:UpdateService", f"arn:aws:ecs:{REGION}:{A}:service/other/other-service", **{"ecs:cluster": f"arn:aws:ecs:{REGION}:{A}:cluster/other"}),
+    _r("ec2:AuthorizeSecurityGroupIngress", FOREIGN_SG, **{"aws:ResourceTag/managed-by": "someone-else"}),
+    _r("ec2:RevokeSecurityGroupEgress", FOREIGN_SG),
+    _r("logs:DeleteLogGroup", f"arn:aws:logs:{REGION}:{A}:log-group:/ecs/{P}-main/flows"),
+    _r("sqs:DeleteQueue", f"arn:aws:sqs:{REGION}:{A}:{P}-main-ecs-events"),
+    _r("secretsmanager:PutSecretValue", f"arn:aws:secretsmanager:{REGION}:{A}:secret:{P}/prefect-credentials-AbCdEf"),
+    _r("iam:PassRole", f"{ARN}:role/other-team-admin", **PASS),
+]
+PROBES: dict[str, list[Request]] = {
+    f"{P}-main-agent-task": [
+        _r("ecs:RunTask", f"arn:aws:ecs:{REGION}:{A}:task-definition/x:1", **{"ecs:cluster": STAGING_CLUSTER}),
+        _r("iam:PassRole", f"{ARN}:role/{P}-staging-flow-task", **PASS),
+        _r("iam:PassRole", f"{ARN}:role/{P}-ci-deploy", **PASS),
+        _r("iam:PassRole", f"{ARN}:role/{P}-main-flow-task", **{"iam:PassedToService": "lambda.amazonaws.com"}),
+        _r("secretsmanager:GetSecretValue",
+           f"arn:aws:secretsmanager:{REGION}:{A}:secret:{P}/prefect-credentials-AbCdEf"),
+        _r("sqs:ReceiveMessage", f"arn:aws:sqs:{REGION}:{A}:{P}-staging-ecs-events"),
+    ],
+    f"{P}-staging-agent-task": [
+        _r("iam:PassRole", f"{ARN}:role/{P}-infra-write", **PASS),
+        _r("iam:PassRole", f"{ARN}:role/{P}-main-flow-exec", **PASS),
+        _r("ecs:RunTask", f"arn:aws:ecs:{REGION}:{A}:task-definition/x:1", **{"ecs:cluster": MAIN_CLUSTER}),
+    ],
+    f"{P}-main-flow-task": [
+        _r("s3:GetObject", f"arn:aws:s3:::{P}-staging-flows-{A}/results/x"),
+        _r("s3:PutObject", f"arn:aws:s3:::other-team-bucket/x"),
+        _r("iam:PassRole", f"{ARN}:role/{P}-main-flow-task", **PASS),
+        _r("secretsmanager:GetSecretValue",
+           f"arn:aws:secretsmanager:{REGION}:{A}:secret:{P}/prefect-credentials-AbCdEf"),
+    ],
+    f"{P}-main-flow-exec": [
+        _r("ecr:BatchGetImage", f"arn:aws:ecr:{REGION}:{A}:repository/other-repo"),
+        _r("logs:PutLogEvents", f"arn:aws:logs:{REGION}:{A}:log-group:/ecs/{P}-staging/flows:log-stream:x"),
+    ],
+    f"{P}-infra-read": [
+        _r("s3:PutBucketPolicy", f"arn:aws:s3:::{P}-main-flows-{A}"),
+        _r("secretsmanager:GetSecretValue",
+           f"arn:aws:secretsmanager:{REGION}:{A}:secret:{P}/prefect-credentials-AbCdEf"),
+        _r("ecs:UpdateService", f"arn:aws:ecs:{REGION}:{A}:service/{P}-main/{P}-main-agent",
+           **{"ecs:cluster": MAIN_CLUSTER}),
+    ],
+    f"{P}-infra-write": [
+        _r("secretsmanager:GetSecretValue",
+           f"arn:aws:secretsmanager:{REGION}:{A}:secret:{P}/prefect-credentials-AbCdEf"),
+        # Without the boundary (or with another one) the runtime roles are out of reach.
+        _r("iam:PutRolePolicy", f"{ARN}:role/{P}-main-agent-task"),
+        _r("iam:PutRolePolicy", f"{ARN}:role/{P}-main-agent-task",
+           **{"iam:PermissionsBoundary": f"{ARN}:policy/{P}-staging-runtime-boundary"}),
+        _r("iam:CreateRole", f"{ARN}:role/{P}-main-flow-task",
+           **{"iam:PermissionsBoundary": f"{ARN}:policy/{P}-main-runtime-boundary"}),
+        _r("iam:UpdateAssumeRolePolicy", f"{ARN}:role/{P}-main-flow-task"),
+        _r("iam:PassRole", f"{ARN}:role/{P}-infra-write", **PASS),
+        _r("iam:PassRole", f"{ARN}:role/{P}-main-flow-task", **PASS),
+        _r("events:PutTargets", f"arn:aws:events:{REGION}:{A}:rule/{P}-main-ecs-task-state",
+           **{"events:TargetArn": [f"arn:aws:lambda:{REGION}:{A}:function:exfiltrate"]}),
+        _r("ec2:CreateSecurityGroup", f"arn:aws:ec2:{REGION}:{A}:security-group/*",
+           **{"aws:RequestTag/managed-by": "someone-else"}),
+        _r("ecs:RegisterTaskDefinition", f"arn:aws:ecs:{REGION}:{A}:task-definition/other-family:*"),
+    ],
+    f"{P}-ci-deploy": [
+        _r("iam:CreateRole", f"{ARN}:role/{P}-main-flow-task"),  # no boundary
+        _r("iam:UpdateAssumeRolePolicy", f"{ARN}:role/{P}-infra-write"),
+        _r("ecr:PutImage", f"arn:aws:ecr:{REGION}:{A}:repository/{P}"),  # that is ci-push's job
+    ],
+    f"{P}-ci-push": [
+        _r("ecr:PutImage", f"arn:aws:ecr:{REGION}:{A}:repository/other-repo"),
+        _r("ecs:UpdateService", f"arn:aws:ecs:{REGION}:{A}:service/{P}-main/{P}-main-agent",
+           **{"ecs:cluster": MAIN_CLUSTER}),
+        _r("s3:GetObject", f"arn:aws:s3:::{P}-main-flows-{A}/x"),
+    ],
+    f"{P}-ci-plan": [
+        _r("s3:PutBucketVersioning", f"arn:aws:s3:::{P}-main-flows-{A}"),
+        _r("ecr:PutImage", f"arn:aws:ecr:{REGION}:{A}:repository/{P}"),
+    ],
+}
+
+
+@pytest.mark.parametrize("role", sorted(PROBES))
+def test_forbidden_probes_are_denied(jobs: Jobs, role: str) -> None:
+    policies, boundary = effective_policies(jobs.boto, role)
+    for req in PROBES[role] + EVERYONE_DENIED:
+        decision = evaluate(policies, req, boundary=boundary)
+        assert not decision.allowed, f"{role} may {req.action} on {req.resource} {dict(req.context)}: " \
+                                     f"{decision.reason}"
+
+
+def test_scaling_another_teams_service_is_denied_by_its_dependent_check(jobs: Jobs) -> None:
+    """Application Auto Scaling writes are scoped by namespace only, so registering another
+    team's service is stopped by the ecs:UpdateService AWS requires on that service."""
+    call = Call(f"{P}-infra-write", "application-autoscaling", "RegisterScalableTarget", {
+        "ServiceNamespace": "ecs", "ResourceId": "service/other/other-service",
+        "ScalableDimension": "ecs:service:DesiredCount", "MinCapacity": 0, "MaxCapacity": 0})
+    policies, boundary = effective_policies(jobs.boto, f"{P}-infra-write")
+    verdicts = {r.action: evaluate(policies, r, boundary=boundary).allowed for r in requests_for(call, jobs.ctx)}
+    assert verdicts["ecs:UpdateService"] is False
+    assert not all(verdicts.values())
+
+
+# --- who may assume the CI roles ---------------------------------------------------------
+
+def _oidc(subject: str, aud: str = ORG) -> Request:
+    return Request("sts:AssumeRoleWithWebIdentity", f"{ARN}:role/x", {f"{HOST}:aud": aud, f"{HOST}:sub": subject},
+                   principal={"Federated": f"{ARN}:oidc-provider/{HOST}"})
+
+
+CRAFTED = [
+    "feature/vcs-ref/refs/heads/main-v2",
+    f"x/vcs-origin/{ORIGIN}/vcs-ref/refs/heads/main-v2",
+    "main-v2/../main-v2",
+]
+TRUST = [
+    # role, subject, allowed
+    ("ci-deploy", sub("main-v2"), True),
+    ("ci-deploy", sub("staging-v2"), False),   # staging pushes images, never applies infrastructure
+    ("ci-deploy", sub("main-v2", origin="github.com/attacker/data-flows"), False),  # a fork
+    ("ci-deploy", sub("main-v2", project="a1b2c3d4-0000-4000-8000-00000000ffff"), False),
+    ("ci-push", sub("staging-v2"), True),
+    ("ci-push", sub("main-v2"), True),
+    ("ci-push", sub("feature-x"), False),
+    ("ci-plan", sub("feature-x"), True),
+    ("ci-plan", f"org/{ORG}/project/{PROJECT}/user/{USER}", True),
+    ("ci-plan", sub("main-v2", project="a1b2c3d4-0000-4000-8000-00000000ffff"), False),
+    *[(role, sub(branch), False) for role in ("ci-deploy", "ci-push") for branch in CRAFTED],
+]
+
+
+@pytest.mark.parametrize("role,subject,allowed", TRUST)
+def test_ci_role_trust(jobs: Jobs, role: str, subject: str, allowed: bool) -> None:
+    trust = trust_policy(jobs.boto, f"{P}-{role}")
+    assert evaluate_trust(trust, _oidc(subject)).allowed is allowed
+    assert not evaluate_trust(trust, _oidc(subject, aud="another-audience")).allowed
+
+
+def test_runtime_roles_trust_only_this_accounts_ecs_tasks(jobs: Jobs) -> None:
+    trust = trust_policy(jobs.boto, f"{P}-main-flow-task")
+    ecs = {"Service": "ecs-tasks.amazonaws.com"}
+    assert evaluate_trust(trust, Request("sts:AssumeRole", "*", {"aws:SourceAccount": A}, principal=ecs)).allowed
+    assert not evaluate_trust(trust, Request("sts:AssumeRole", "*", {"aws:SourceAccount": "999999999999"},
+                                             principal=ecs)).allowed
+    assert not evaluate_trust(trust, Request("sts:AssumeRole", "*", {"aws:SourceAccount": A},
+                                             principal={"AWS": f"arn:aws:iam::{A}:root"})).allowed
+
+
+# --- the runtime: the real worker, and ECS starting its tasks ------------------------------
+
+def _documents(worker_run: Any, role: str) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    docs = worker_run.iam[role]
+    as_dict = [json.loads(d) if isinstance(d, str) else d for d in (*docs["inline"].values(), *docs["attached"].values())]
+    boundary = docs["boundary_document"]
+    return as_dict, (json.loads(boundary) if isinstance(boundary, str) else boundary)
+
+
+def test_agent_role_allows_every_call_of_the_real_worker(worker_run: Any) -> None:
+    from .iam_requests import AccountCtx
+
+    ctx = AccountCtx(worker_run.account, worker_run.region)
+    for pool in worker_run.pools.values():
+        role = pool.agent_role_arn.rsplit("/", 1)[1]
+        calls = [Call(role, c["service"], c["operation"], c["params"]) for c in captured_calls(pool.capture_file)]
+        reqs = [r for c in calls for r in requests_for(c, ctx)]
+        assert {r.action for r in reqs} >= {"ecs:RegisterTaskDefinition", "ecs:RunTask", "iam:PassRole",
+                                            "sqs:ReceiveMessage"}, pool.name
+        policies, boundary = _documents(worker_run, role)
+        denied = explain_denials(policies, reqs, boundary=boundary)
+        assert denied == [], f"{role} would be denied on AWS:\n" + "\n".join(denied)
+
+
+def test_execution_roles_allow_ecs_to_start_every_launched_task(worker_run: Any) -> None:
+    """What ECS does with a task's execution role (image pull, awslogs-create-group, the
+    secret) for every task definition the worker registered: flows and management runs."""
+    from .iam_requests import AccountCtx, task_start_calls
+
+    ctx = AccountCtx(worker_run.account, worker_run.region)
+    assert len(worker_run.runs) == 6
+    for run in worker_run.runs:
+        td = run.task_definition
+        role = td["executionRoleArn"].rsplit("/", 1)[1]
+        reqs = [r for c in task_start_calls(role, td) for r in requests_for(c, ctx)]
+        assert {r.action for r in reqs} >= {"ecr:BatchGetImage", "logs:CreateLogGroup", "logs:PutLogEvents",
+                                            "secretsmanager:GetSecretValue"}, run.deployment
+        policies, boundary = _documents(worker_run, role)
+        denied = explain_denials(policies, reqs, boundary=boundary)
+        assert denied == [], f"{role} could not start {run.deployment}:\n" + "\n".join(denied)
