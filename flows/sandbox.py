@@ -49,10 +49,13 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 120) -> None
 
 
 @contextlib.contextmanager
-def prefect_server(port: int, home: Path, log: Path) -> Iterator[str]:
+def prefect_server(port: int, home: Path, log: Path, settings: dict[str, str] | None = None) -> Iterator[str]:
+    """`prefect server start` on 127.0.0.1:port with its own PREFECT_HOME (plus `settings`);
+    stopped on exit."""
     home.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5", "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api"}
+           "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5", "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api",
+           **(settings or {})}
     env.pop("PREFECT_API_URL", None)
     env.pop("PREFECT_API_KEY", None)
     with open(log, "ab") as out:

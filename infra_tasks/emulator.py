@@ -26,17 +26,12 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def sandbox_env(endpoint: str, account_id: str, region: str) -> Iterator[None]:
-    """Point every client at `endpoint` acting as `account_id`, with fake credentials."""
-    saved = {k: os.environ.get(k) for k in SANDBOX_ENV}
-    os.environ.pop("AWS_PROFILE", None)
-    os.environ.pop("AWS_SESSION_TOKEN", None)
-    os.environ.update({
-        "AWS_ENDPOINT_URL": endpoint, "INFRA_SANDBOX_ACCOUNT": account_id,
-        "AWS_ACCESS_KEY_ID": "sandbox", "AWS_SECRET_ACCESS_KEY": "sandbox",
-        "AWS_DEFAULT_REGION": region, "AWS_REGION": region,
-    })
-    reset_clients()
+def scoped_environ(updates: dict[str, str], remove: tuple[str, ...] = ()) -> Iterator[None]:
+    """Set (and unset) environment variables for a block; restore them after it."""
+    saved = {k: os.environ.get(k) for k in {*updates, *remove}}
+    for k in remove:
+        os.environ.pop(k, None)
+    os.environ.update(updates)
     try:
         yield
     finally:
@@ -45,7 +40,21 @@ def sandbox_env(endpoint: str, account_id: str, region: str) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@contextlib.contextmanager
+def sandbox_env(endpoint: str, account_id: str, region: str) -> Iterator[None]:
+    """Point every client at `endpoint` acting as `account_id`, with fake credentials."""
+    with scoped_environ({
+        "AWS_ENDPOINT_URL": endpoint, "INFRA_SANDBOX_ACCOUNT": account_id,
+        "AWS_ACCESS_KEY_ID": "sandbox", "AWS_SECRET_ACCESS_KEY": "sandbox",
+        "AWS_DEFAULT_REGION": region, "AWS_REGION": region,
+    }, remove=("AWS_PROFILE", "AWS_SESSION_TOKEN")):
         reset_clients()
+        try:
+            yield
+        finally:
+            reset_clients()
 
 
 @contextlib.contextmanager

@@ -156,3 +156,18 @@ def flat(value: Any) -> Any:
     if isinstance(value, list):
         return flat(value[0]) if len(value) == 1 else [flat(v) for v in value]
     return value
+
+
+@pytest.fixture(scope="session")
+def worker_run(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The real prefect-aws ECS worker launching every deployment of every pool, once per
+    session (see tests/worker_harness.py `run_scenario`); plain data."""
+    from .worker_harness import run_scenario
+
+    return run_scenario(tmp_path_factory.mktemp("worker-runtime"))
+
+
+@pytest.fixture(scope="session")
+def worker_calls(worker_run: Any) -> list[dict[str, Any]]:
+    """Every AWS call the real ECS workers made, for IAM evaluation."""
+    return worker_run.calls

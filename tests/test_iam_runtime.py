@@ -26,7 +26,11 @@ from .iam_capture import recording
 from .iam_eval import Request, evaluate, evaluate_trust, explain_denials
 from .iam_requests import Call, image_push_calls, requests_for
 from .iam_world import account_ctx, effective_policies, trust_policy
-from .worker_harness import captured_calls, worker_run  # noqa: F401 - a fixture
+from .worker_harness import captured_calls
+
+# The jobs below run once per module, the worker scenario once per session: keep these
+# tests in the xdist worker that runs test_worker_runtime.
+pytestmark = pytest.mark.xdist_group("worker-scenario")
 
 P = "data-flows"
 A = PROD_ACCOUNT
@@ -315,9 +319,18 @@ def test_agent_role_allows_every_call_of_the_real_worker(worker_run: Any) -> Non
     for pool in worker_run.pools.values():
         role = pool.agent_role_arn.rsplit("/", 1)[1]
         calls = [Call(role, c["service"], c["operation"], c["params"]) for c in captured_calls(pool.capture_file)]
+        # The observer's polling loop (prefect_aws/observers/ecs.py), which a --run-once worker
+        # may leave before its first poll: receive, then delete or extend each message.
+        url = next(c.params["QueueUrl"] for c in calls if c.operation == "ReceiveMessage") if any(
+            c.operation == "ReceiveMessage" for c in calls) else \
+            f"https://sqs.{worker_run.region}.amazonaws.com/{worker_run.account}/{pool.queue}"
+        calls += [Call(role, "sqs", op, {"QueueUrl": url, **extra}) for op, extra in (
+            ("ReceiveMessage", {"MaxNumberOfMessages": 1, "WaitTimeSeconds": 20}),
+            ("DeleteMessage", {"ReceiptHandle": "r"}),
+            ("ChangeMessageVisibility", {"ReceiptHandle": "r", "VisibilityTimeout": 30}))]
         reqs = [r for c in calls for r in requests_for(c, ctx)]
         assert {r.action for r in reqs} >= {"ecs:RegisterTaskDefinition", "ecs:RunTask", "iam:PassRole",
-                                            "sqs:ReceiveMessage"}, pool.name
+                                            "sqs:GetQueueUrl", "sqs:ReceiveMessage"}, pool.name
         policies, boundary = _documents(worker_run, role)
         denied = explain_denials(policies, reqs, boundary=boundary)
         assert denied == [], f"{role} would be denied on AWS:\n" + "\n".join(denied)

@@ -43,7 +43,6 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-import pytest
 
 from deployments.flows import BRANCH_TYPES
 from infra_tasks import emulator
@@ -188,40 +187,12 @@ def prefect_server(home: Path, log: Path) -> Iterator[str]:
     """`prefect server start` on 127.0.0.1 (free port), own PREFECT_HOME; stopped on exit.
     The scheduler is off (no scheduled run of a cron deployment can reach a worker) and so
     is the UI (faster start)."""
-    from flows.sandbox import stop, wait_healthy
+    from flows.sandbox import prefect_server as start
 
-    home.mkdir(parents=True, exist_ok=True)
-    port = emulator.free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "AWS_", "INFRA_"))}
-    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_UI_ENABLED="false",
-               PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED="false", PREFECT_LOGGING_LEVEL="WARNING")
-    with open(log, "ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                                 "--port", str(port)], env=env, cwd=home, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    url = f"http://127.0.0.1:{port}/api"
-    try:
-        wait_healthy(url, proc)
+    with start(emulator.free_port(), home, log, {
+            "PREFECT_UI_ENABLED": "false", "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",
+            "PREFECT_LOGGING_LEVEL": "WARNING"}) as url:
         yield url
-    finally:
-        stop(proc)
-
-
-@contextlib.contextmanager
-def scoped_environ(updates: dict[str, str], remove: tuple[str, ...] = ()) -> Iterator[None]:
-    keys = set(updates) | set(remove)
-    saved = {k: os.environ.get(k) for k in keys}
-    for k in remove:
-        os.environ.pop(k, None)
-    os.environ.update(updates)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 # --- the result ------------------------------------------------------------------------------
@@ -364,6 +335,7 @@ def run_scenario(workdir: Path, config: InfraConfig | None = None) -> WorkerRun:
         timings[name] = round(time.monotonic() - t0, 1)
 
     workdir.mkdir(parents=True, exist_ok=True)
+    _drain_prefect_services()  # a lock taken earlier in this process is bound to another server
     with contextlib.ExitStack() as stack:
         stack.enter_context(fargate_task_memory_patch())
         url = stack.enter_context(moto_endpoint())
@@ -387,7 +359,7 @@ def run_scenario(workdir: Path, config: InfraConfig | None = None) -> WorkerRun:
         mark("servers up")
 
         boot = ["--env", ENV_NAME, "--endpoint-url", url, "--yes", "--no-wait"]
-        with scoped_environ({**admin, "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION,
+        with emulator.scoped_environ({**admin, "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION,
                              "PREFECT_API_URL": api, "PREFECT_API_KEY": FAKE_API_KEY},
                             remove=("AWS_PROFILE", "AWS_ENDPOINT_URL", "INFRA_SANDBOX_ACCOUNT")), \
                 temporary_settings(updates={PREFECT_API_URL: api}):
@@ -401,7 +373,7 @@ def run_scenario(workdir: Path, config: InfraConfig | None = None) -> WorkerRun:
                 (branch,) = [b for b in env_cfg.ci_branches if BRANCH_TYPES.get(b) == d.t]
                 assert _deploy_flows(branch, tag) == 0, f"deployments.flows --branch {branch} failed"
             # The bootstrap's lock made process-wide Prefect services whose client is bound to
-            # this server; stop them while it is up, so later tests get fresh ones.
+            # this server; stop them while it is up, so later users get fresh ones.
             _drain_prefect_services()
             with get_client(sync_client=True) as c:
                 for d in deployments:
@@ -559,34 +531,3 @@ def _role_documents(iam: Any, name: str) -> dict[str, Any]:
         boundary_document = iam.get_policy_version(PolicyArn=boundary, VersionId=version)["PolicyVersion"]["Document"]
     return {"arn": role["Arn"], "trust": role["AssumeRolePolicyDocument"], "inline": inline,
             "attached": attached, "boundary": boundary, "boundary_document": boundary_document}
-
-
-# --- fixtures --------------------------------------------------------------------------------
-
-# Import these into a test module (`from .worker_harness import worker_run, worker_calls`).
-# A fixture imported into several modules is set up once per module by pytest; the result
-# is plain data, so it is computed once per session and shared.
-_RESULT: dict[str, Any] = {}
-
-
-@pytest.fixture(scope="session")
-def worker_run(tmp_path_factory: pytest.TempPathFactory) -> WorkerRun:
-    """The scenario's result (see `run_scenario`); a failure is remembered too, so a
-    broken scenario costs its minute once per session."""
-    if not _RESULT:
-        try:
-            _RESULT["run"] = run_scenario(tmp_path_factory.mktemp("worker-runtime"))
-        except Exception as exc:
-            _RESULT["error"] = exc
-    if "error" in _RESULT:
-        raise _RESULT["error"]
-    return _RESULT["run"]
-
-
-@pytest.fixture(scope="session")
-def worker_calls(worker_run: WorkerRun) -> list[dict[str, Any]]:
-    """Every AWS call the real ECS workers made (see `captured_calls`), for IAM evaluation;
-    `worker_run.iam` holds the roles' documents as the bootstrap left them."""
-    return worker_run.calls
-
-
