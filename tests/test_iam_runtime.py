@@ -6,8 +6,9 @@ The jobs run for real against the emulator and are captured on the wire (botocor
 call becomes the IAM requests AWS authorizes for it (`iam_requests`: the action, the exact
 resource ARN, condition keys, and dependent authorizations such as iam:PassRole or
 tag-on-create) and is evaluated (`iam_eval`) against the role's policies and boundary as
-deployed (read back from IAM). The agent's calls come from the real prefect-aws worker
-(test_worker_runtime), the flow task role's from a real flow run (test_flow_results).
+deployed (read back from IAM). The agent's and the execution roles' evaluations are in
+test_worker_runtime (the real prefect-aws worker), the flow task role's in
+test_flow_results (a real flow run).
 """
 
 from __future__ import annotations
@@ -26,11 +27,6 @@ from .iam_capture import recording
 from .iam_eval import Request, evaluate, evaluate_trust, explain_denials
 from .iam_requests import Call, image_push_calls, requests_for
 from .iam_world import account_ctx, effective_policies, trust_policy
-from .worker_harness import captured_calls
-
-# The jobs below run once per module, the worker scenario once per session: keep these
-# tests in the xdist worker that runs test_worker_runtime.
-pytestmark = pytest.mark.xdist_group("worker-scenario")
 
 P = "data-flows"
 A = PROD_ACCOUNT
@@ -301,54 +297,3 @@ def test_runtime_roles_trust_only_this_accounts_ecs_tasks(jobs: Jobs) -> None:
                                              principal=ecs)).allowed
     assert not evaluate_trust(trust, Request("sts:AssumeRole", "*", {"aws:SourceAccount": A},
                                              principal={"AWS": f"arn:aws:iam::{A}:root"})).allowed
-
-
-# --- the runtime: the real worker, and ECS starting its tasks ------------------------------
-
-def _documents(worker_run: Any, role: str) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    docs = worker_run.iam[role]
-    as_dict = [json.loads(d) if isinstance(d, str) else d for d in (*docs["inline"].values(), *docs["attached"].values())]
-    boundary = docs["boundary_document"]
-    return as_dict, (json.loads(boundary) if isinstance(boundary, str) else boundary)
-
-
-def test_agent_role_allows_every_call_of_the_real_worker(worker_run: Any) -> None:
-    from .iam_requests import AccountCtx
-
-    ctx = AccountCtx(worker_run.account, worker_run.region)
-    for pool in worker_run.pools.values():
-        role = pool.agent_role_arn.rsplit("/", 1)[1]
-        calls = [Call(role, c["service"], c["operation"], c["params"]) for c in captured_calls(pool.capture_file)]
-        # The observer's polling loop (prefect_aws/observers/ecs.py), which a --run-once worker
-        # may leave before its first poll: receive, then delete or extend each message.
-        url = next(c.params["QueueUrl"] for c in calls if c.operation == "ReceiveMessage") if any(
-            c.operation == "ReceiveMessage" for c in calls) else \
-            f"https://sqs.{worker_run.region}.amazonaws.com/{worker_run.account}/{pool.queue}"
-        calls += [Call(role, "sqs", op, {"QueueUrl": url, **extra}) for op, extra in (
-            ("ReceiveMessage", {"MaxNumberOfMessages": 1, "WaitTimeSeconds": 20}),
-            ("DeleteMessage", {"ReceiptHandle": "r"}),
-            ("ChangeMessageVisibility", {"ReceiptHandle": "r", "VisibilityTimeout": 30}))]
-        reqs = [r for c in calls for r in requests_for(c, ctx)]
-        assert {r.action for r in reqs} >= {"ecs:RegisterTaskDefinition", "ecs:RunTask", "iam:PassRole",
-                                            "sqs:GetQueueUrl", "sqs:ReceiveMessage"}, pool.name
-        policies, boundary = _documents(worker_run, role)
-        denied = explain_denials(policies, reqs, boundary=boundary)
-        assert denied == [], f"{role} would be denied on AWS:\n" + "\n".join(denied)
-
-
-def test_execution_roles_allow_ecs_to_start_every_launched_task(worker_run: Any) -> None:
-    """What ECS does with a task's execution role (image pull, awslogs-create-group, the
-    secret) for every task definition the worker registered: flows and management runs."""
-    from .iam_requests import AccountCtx, task_start_calls
-
-    ctx = AccountCtx(worker_run.account, worker_run.region)
-    assert len(worker_run.runs) == 6
-    for run in worker_run.runs:
-        td = run.task_definition
-        role = td["executionRoleArn"].rsplit("/", 1)[1]
-        reqs = [r for c in task_start_calls(role, td) for r in requests_for(c, ctx)]
-        assert {r.action for r in reqs} >= {"ecr:BatchGetImage", "logs:CreateLogGroup", "logs:PutLogEvents",
-                                            "secretsmanager:GetSecretValue"}, run.deployment
-        policies, boundary = _documents(worker_run, role)
-        denied = explain_denials(policies, reqs, boundary=boundary)
-        assert denied == [], f"{role} could not start {run.deployment}:\n" + "\n".join(denied)

@@ -11,6 +11,7 @@ and the Prefect API hold afterwards. The scenario and its data: tests/worker_har
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -19,10 +20,13 @@ from deployments.flows import load_flows, load_manifest, parse_manifest, DEFAULT
 from deployments.management import DRIFT_CHECK, INFRA_UPDATE, deployment_name
 from infra_tasks.config import load_config
 
+from .iam_eval import explain_denials
+from .iam_requests import Call, requests_for
 from .worker_harness import ACCOUNT, DEFAULTS_DEPLOYMENT, ENV_NAME, REGION, ROOT, WorkerRun, captured_calls
 
-# One worker scenario per session: every test that reads it runs in the same xdist worker.
-pytestmark = [pytest.mark.timeout(600), pytest.mark.xdist_group("worker-scenario")]
+# The scenario runs once per process: everything that reads it lives in this file, which
+# xdist (--dist loadfile) keeps in one worker.
+pytestmark = pytest.mark.timeout(600)
 
 CFG = load_config(ROOT / "infra.toml")
 P = CFG.prefix
@@ -269,3 +273,54 @@ def test_worker_aws_calls(worker_run: WorkerRun, worker_calls: list[dict[str, An
         if t == MGMT_TYPE:
             want |= {role(f"{P}-infra-read"), role(f"{P}-infra-write")}
         assert passed == want, pool.name
+
+
+# --- IAM: the agent and execution roles, evaluated as AWS would --------------------------------
+
+def _documents(worker_run: Any, role: str) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    docs = worker_run.iam[role]
+    as_dict = [json.loads(d) if isinstance(d, str) else d for d in (*docs["inline"].values(), *docs["attached"].values())]
+    boundary = docs["boundary_document"]
+    return as_dict, (json.loads(boundary) if isinstance(boundary, str) else boundary)
+
+
+def test_agent_role_allows_every_call_of_the_real_worker(worker_run: Any) -> None:
+    from .iam_requests import AccountCtx
+
+    ctx = AccountCtx(worker_run.account, worker_run.region)
+    for pool in worker_run.pools.values():
+        role = pool.agent_role_arn.rsplit("/", 1)[1]
+        calls = [Call(role, c["service"], c["operation"], c["params"]) for c in captured_calls(pool.capture_file)]
+        # The observer's polling loop (prefect_aws/observers/ecs.py), which a --run-once worker
+        # may leave before its first poll: receive, then delete or extend each message.
+        url = next(c.params["QueueUrl"] for c in calls if c.operation == "ReceiveMessage") if any(
+            c.operation == "ReceiveMessage" for c in calls) else \
+            f"https://sqs.{worker_run.region}.amazonaws.com/{worker_run.account}/{pool.queue}"
+        calls += [Call(role, "sqs", op, {"QueueUrl": url, **extra}) for op, extra in (
+            ("ReceiveMessage", {"MaxNumberOfMessages": 1, "WaitTimeSeconds": 20}),
+            ("DeleteMessage", {"ReceiptHandle": "r"}),
+            ("ChangeMessageVisibility", {"ReceiptHandle": "r", "VisibilityTimeout": 30}))]
+        reqs = [r for c in calls for r in requests_for(c, ctx)]
+        assert {r.action for r in reqs} >= {"ecs:RegisterTaskDefinition", "ecs:RunTask", "iam:PassRole",
+                                            "sqs:GetQueueUrl", "sqs:ReceiveMessage"}, pool.name
+        policies, boundary = _documents(worker_run, role)
+        denied = explain_denials(policies, reqs, boundary=boundary)
+        assert denied == [], f"{role} would be denied on AWS:\n" + "\n".join(denied)
+
+
+def test_execution_roles_allow_ecs_to_start_every_launched_task(worker_run: Any) -> None:
+    """What ECS does with a task's execution role (image pull, awslogs-create-group, the
+    secret) for every task definition the worker registered: flows and management runs."""
+    from .iam_requests import AccountCtx, task_start_calls
+
+    ctx = AccountCtx(worker_run.account, worker_run.region)
+    assert len(worker_run.runs) == 6
+    for run in worker_run.runs:
+        td = run.task_definition
+        role = td["executionRoleArn"].rsplit("/", 1)[1]
+        reqs = [r for c in task_start_calls(role, td) for r in requests_for(c, ctx)]
+        assert {r.action for r in reqs} >= {"ecr:BatchGetImage", "logs:CreateLogGroup", "logs:PutLogEvents",
+                                            "secretsmanager:GetSecretValue"}, run.deployment
+        policies, boundary = _documents(worker_run, role)
+        denied = explain_denials(policies, reqs, boundary=boundary)
+        assert denied == [], f"{role} could not start {run.deployment}:\n" + "\n".join(denied)
