@@ -107,7 +107,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _interrupt(signum: int, _frame: object) -> None:
+    # SIGTERM and SIGHUP (a closed terminal, `kill`) stop the sandbox like Ctrl-C: the
+    # with-blocks below then stop the worker, the Prefect server and the emulator.
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: list[str] | None = None) -> int:
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("\nstopped; everything the sandbox started has been stopped", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         cfg = load_config(args.config, {"prefect": {"drift_check_cron": args.drift_cron}})
@@ -153,7 +169,7 @@ Sandbox is up.
   Update            run deployment infra-update/{cfg.prefix}-{args.env} from the UI ("Run" > custom run),
                     then approve it on the paused flow run.
 From another shell:  PREFECT_API_URL={api} prefect deployment run 'drift-check/{cfg.prefix}-{args.env}'
-Ctrl-C stops everything.""", flush=True)
+Ctrl-C (or SIGTERM, SIGHUP) stops everything.""", flush=True)
             started = time.monotonic()
             try:
                 while worker.poll() is None:

@@ -28,6 +28,21 @@ def _healthy(api: str) -> bool:
         return False
 
 
+def _processes_using(api: str) -> list[int]:
+    """Processes (the sandbox's worker and flow runs) whose environment points at `api`."""
+    import glob
+
+    found = []
+    for path in glob.glob("/proc/[0-9]*/environ"):
+        try:
+            with open(path, "rb") as f:
+                if f"PREFECT_API_URL={api}".encode() in f.read().split(b"\0"):
+                    found.append(int(path.split("/")[2]))
+        except OSError:
+            continue
+    return found
+
+
 @pytest.mark.timeout(600)
 def test_sandbox_schedules_drift_check_and_applies_an_approved_update(tmp_path) -> None:
     from prefect.client.orchestration import get_client
@@ -84,6 +99,12 @@ def test_sandbox_schedules_drift_check_and_applies_an_approved_update(tmp_path) 
             pool = c.read_work_pool(f"{P}-main")
             props = pool.base_job_template["variables"]["properties"]
             assert (props["cpu"]["default"], props["memory"]["default"]) == (2048, 4096)
+        # SIGTERM stops it as Ctrl-C does: its server and worker end with it.
+        assert _processes_using(api), "the worker should be running"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(90) == 0, output()
+        assert "stopping ..." in output()
+        assert _processes_using(api) == []
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGINT)
