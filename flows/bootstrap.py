@@ -30,7 +30,8 @@ from infra_tasks.prefect_objects import PREFECT_CALLS
 from infra_tasks.model import Action, Change, Plan
 from infra_tasks.render import render_text, write_json
 
-from .cli import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, add_common_args, aws_target, fail, load, parse_overrides
+from .cli import (EXIT_CHANGES, EXIT_ERROR, EXIT_OK, add_common_args, aws_target, fail, load, parse_overrides,
+                  prefect_target)
 
 
 class PlanChanged(InfraError):
@@ -208,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     CALLS.reset()
     PREFECT_CALLS.reset()
     try:
-        with aws_target(args, cfg):
+        with aws_target(args, cfg), prefect_target():
             code = _run(args, cfg)
     except (InfraError, ConfigError) as exc:
         return fail(str(exc))

@@ -86,6 +86,39 @@ def aws_target(args: argparse.Namespace, cfg: InfraConfig) -> Iterator[str | Non
     yield None
 
 
+# Prefect gives the temporary local server it starts when no API is configured 20 s by
+# default; a loaded two-core machine sometimes needs more.
+EPHEMERAL_STARTUP_SECONDS = 180
+NO_PREFECT_API = (
+    "no Prefect API is configured and the temporary local Prefect server did not start within {seconds} s. "
+    "Point at a server instead: run `prefect server start` in another shell and set "
+    "PREFECT_API_URL=http://127.0.0.1:4200/api (or select a profile with `prefect profile use NAME`), "
+    "or raise PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS. Nothing was changed."
+)
+
+
+@contextlib.contextmanager
+def prefect_target() -> Iterator[None]:
+    """The Prefect API the flows report to: the configured one, or Prefect's temporary
+    local server with a start-up budget that holds on a busy machine. If that still
+    fails to start, one clear error instead of a traceback."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, temporary_settings
+
+    from infra_tasks.aws import InfraError
+
+    updates: dict[Any, Any] = {}
+    if not PREFECT_API_URL.value() and "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS" not in os.environ:
+        updates[PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS] = EPHEMERAL_STARTUP_SECONDS
+    try:
+        with temporary_settings(updates=updates):
+            yield
+    except RuntimeError as exc:
+        if "ephemeral Prefect API server" not in str(exc):
+            raise
+        raise InfraError(NO_PREFECT_API.format(seconds=PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()
+                                               if not updates else EPHEMERAL_STARTUP_SECONDS)) from None
+
+
 def fail(msg: str) -> int:
     print(f"error: {msg}", file=sys.stderr)
     return EXIT_ERROR

@@ -31,7 +31,8 @@ from infra_tasks.desired import owner_value
 from infra_tasks.effective import effective_config
 from infra_tasks.model import Action, Plan
 
-from .cli import EXIT_CHANGES, EXIT_OK, add_common_args, aws_target, fail, load, parse_overrides
+from .cli import (EXIT_CHANGES, EXIT_OK, add_common_args, aws_target, fail, load, parse_overrides,
+                  prefect_target)
 
 
 class Status(str, enum.Enum):
@@ -229,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         return fail(str(exc))
     try:
-        with aws_target(args, cfg):
+        with aws_target(args, cfg), prefect_target():
             state = drift_check(env=args.env, remediate=args.remediate, config_path=args.config,
                                 parallelism=args.parallelism, overrides=parse_overrides(args.overrides),
                                 return_state=True)

@@ -61,3 +61,36 @@ def test_live_progress_shows_done_total_and_what_is_waited_on() -> None:
         assert "waiting on: s3.bucket/x" in out.getvalue()
         r.finished("s3.bucket/x", "create")
     assert "1/3" in out.getvalue()
+
+
+def test_no_prefect_api_gives_one_clear_line(tmp_path) -> None:
+    """Without a configured Prefect API, Prefect starts a temporary local server. A start
+    that does not finish within the budget (here an artificially short one) ends with one
+    line naming what to set, exit 1, no traceback, nothing changed."""
+    import os
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "AWS_", "INFRA_"))}
+    env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="0")
+    out = subprocess.run([sys.executable, "-m", "flows.bootstrap", "--sandbox", "--env", "dev", "--yes"],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "PREFECT_API_URL" in errors[0] and "Nothing was changed" in errors[0], out.stderr
+    assert "(0 mutating)" in out.stderr
+
+
+def test_temporary_prefect_server_gets_a_longer_start_up_budget(monkeypatch) -> None:
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, temporary_settings
+
+    from flows.cli import EPHEMERAL_STARTUP_SECONDS, prefect_target
+
+    monkeypatch.delenv("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", raising=False)
+    with temporary_settings(updates={PREFECT_API_URL: None}, restore_defaults={PREFECT_API_URL}), prefect_target():
+        assert PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value() == EPHEMERAL_STARTUP_SECONDS == 180
+    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:1/api"}), prefect_target():
+        assert PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value() == 20  # a configured API: untouched
