@@ -153,7 +153,7 @@ EVERYONE_DENIED = [
     _r("iam:CreatePolicyVersion", f"{ARN}:policy/{P}-main-runtime-boundary"),
     _r("iam:CreateAccessKey", f"{ARN}:user/admin"),
     _r("s3:DeleteBucket", f"arn:aws:s3:::{P}-main-flows-{A}"),
-    _r("s3:PutBucketPolicy", f"arn:aws:s3:::other-team-bucket"),
+    _r("s3:PutBucketPolicy", "arn:aws:s3:::other-team-bucket"),
     _r("ecs:DeleteCluster", MAIN_CLUSTER),
     _r("ecs:DeleteService", f"arn:aws:ecs:{REGION}:{A}:service/{P}-main/{P}-main-agent"),
     _r("ecs:UpdateService", f"arn:aws:ecs:{REGION}:{A}:service/other/other-service", **{"ecs:cluster": f"arn:aws:ecs:{REGION}:{A}:cluster/other"}),
@@ -181,7 +181,7 @@ PROBES: dict[str, list[Request]] = {
     ],
     f"{P}-main-flow-task": [
         _r("s3:GetObject", f"arn:aws:s3:::{P}-staging-flows-{A}/results/x"),
-        _r("s3:PutObject", f"arn:aws:s3:::other-team-bucket/x"),
+        _r("s3:PutObject", "arn:aws:s3:::other-team-bucket/x"),
         _r("iam:PassRole", f"{ARN}:role/{P}-main-flow-task", **PASS),
         _r("secretsmanager:GetSecretValue",
            f"arn:aws:secretsmanager:{REGION}:{A}:secret:{P}/prefect-credentials-AbCdEf"),
