@@ -97,13 +97,14 @@ def infra_update(request: UpdateRequest, config_path: str | None = None, approva
         return Completed(message="nothing to change")
     if request.dry_run:
         return Completed(message=f"dry run: {len(plan.pending)} changes, nothing applied")
-    if plan.conflicts or any(engine.blocking(c) for c in plan.changes):
-        return Failed(message="the plan cannot be applied:\n" + text)
+    # infra-update runs with the infra-write role: what it may not change is refused here,
+    # before anyone is asked to approve (on AWS the plan marks it too, from the caller).
     acct = Account(cfg, env, facts.account_id, facts.region, facts.partition)
     beyond = [why for c in plan.applicable if (why := iam_policies.beyond_role(c, acct, "infra-write"))]
-    if beyond:
-        return Failed(message="infra-update runs with the infra-write role, which may not make these changes; "
-                              "nothing was changed:\n  " + "\n  ".join(beyond))
+    problems = list(dict.fromkeys(beyond + [m for c in plan.changes if (m := engine.blocking(c))]))
+    if problems:
+        return Failed(message="nothing was changed; infra-update cannot apply this plan:\n  "
+                              + "\n  ".join(problems) + "\n\n" + text)
     description = (f"## Approve infra-update of `{env}`?\n\n{len(plan.pending)} resources change.\n\n"
                    f"```\n{text}\n```")
     from prefect.exceptions import FlowPauseTimeout
