@@ -91,7 +91,9 @@ def prefect_resources(cfg: InfraConfig, env_name: str, facts: Facts, sandbox: bo
     workdir = management.working_directory(sandbox)
     for spec in management.MANAGEMENT:
         role = a.infra_read_role if spec.read_only else a.infra_write_role
-        job_variables: dict[str, Any] = {"env": {"INFRA_ENV": env_name}}
+        # Management runs return reports, not data: no result persistence (their roles may
+        # not write the flow bucket, and Prefect merges the pool's `env` into this one).
+        job_variables: dict[str, Any] = {"env": {"INFRA_ENV": env_name, "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "false"}}
         if not sandbox:
             job_variables.update(image=a.agent_image, task_role_arn=a.role_arn(role))
         name = management.deployment_name(cfg.prefix, env_name)

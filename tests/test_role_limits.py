@@ -32,3 +32,21 @@ def test_ci_deploy_refuses_control_plane_changes_up_front(bootstrap, boto, monke
     monkeypatch.undo()
     aws.reset_clients()
     assert bootstrap("--yes") == 0
+
+
+def test_boundary_changes_become_new_versions_within_iams_five(bootstrap, boto) -> None:
+    """A boundary change is a new default version; IAM keeps at most five, so the oldest
+    spare one is deleted first (six changes in a row must all apply)."""
+    assert bootstrap("--yes") == 0
+    iam = boto("iam")
+    arn = f"arn:aws:iam::222222222222:policy/{P}-main-runtime-boundary"
+    for i in range(6):
+        extra = (f'[{{Effect = "Allow", Action = ["sqs:SendMessage"], '
+                 f'Resource = "arn:aws:sqs:us-east-1:222222222222:queue-{i}"}}]')
+        assert bootstrap("--yes", "--set", f"flows.task_role_extra_statements={extra}") == 0
+        versions = iam.list_policy_versions(PolicyArn=arn)["Versions"]
+        assert len(versions) == min(i + 2, 5)
+        default = iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"]
+        doc = json.dumps(iam.get_policy_version(PolicyArn=arn, VersionId=default)["PolicyVersion"]["Document"])
+        assert f"queue-{i}" in doc and f"queue-{i - 1}" not in doc
+        assert bootstrap("--plan", "--set", f"flows.task_role_extra_statements={extra}") == 0

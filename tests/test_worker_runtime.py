@@ -103,7 +103,8 @@ def test_one_flow_run_per_deployment_of_every_ecs_pool(worker_run: WorkerRun) ->
     for name, exp in EXPECTED.items():
         run = worker_run.run(name)
         if exp.get("management"):
-            assert run.job_variables == {"env": {"INFRA_ENV": ENV_NAME}, "image": IMAGE,
+            assert run.job_variables == {"env": {"INFRA_ENV": ENV_NAME, "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "false"},
+                                         "image": IMAGE,
                                          "task_role_arn": exp["task_role"]}, name
         elif DEFAULTS_DEPLOYMENT in name:
             assert run.job_variables == {}, name
@@ -241,6 +242,9 @@ def test_run_task_requests_use_the_pools_cluster_network_and_roles(worker_run: W
         # (Prefect 3.9 merges a deployment's env with the pool's default env).
         check(problems, f"{name}: result storage", env.get("PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK"),
               f"s3-bucket/{P}-{exp['type']}-flows")
+        # Flow runs persist results; management runs (whose roles may not write the bucket) do not.
+        check(problems, f"{name}: result persistence", env.get("PREFECT_RESULTS_PERSIST_BY_DEFAULT"),
+              "false" if exp.get("management") else "true")
         if exp.get("management"):
             check(problems, f"{name}: INFRA_ENV", env.get("INFRA_ENV"), ENV_NAME)
     for pool in worker_run.pools.values():
