@@ -69,6 +69,7 @@ def moto_server(port: int | None = None) -> Iterator[str]:
     import logging
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    _thread_safe_role_lookup()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port or free_port(), verbose=False)
     server.start()
     host, real_port = server._server.server_address[:2]  # noqa: SLF001 - moto exposes no accessor
@@ -76,6 +77,26 @@ def moto_server(port: int | None = None) -> Iterator[str]:
         yield f"http://{host}:{real_port}"
     finally:
         server.stop()
+
+
+def _thread_safe_role_lookup() -> None:
+    """moto's IAM finds a role by iterating over the live dict of roles, which fails with
+    "dictionary changed size during iteration" (HTTP 500) while a parallel request creates
+    one; the apply creates roles in parallel. Iterate over a snapshot instead (emulator
+    only: AWS has no such problem)."""
+    from moto.iam.models import IAMBackend, NotFoundException
+
+    if getattr(IAMBackend.get_role, "_snapshot", False):
+        return
+
+    def get_role(self: IAMBackend, role_name: str) -> object:
+        for role in list(self.roles.values()):
+            if role.name == role_name:
+                return role
+        raise NotFoundException(f"Role {role_name} not found")
+
+    get_role._snapshot = True  # type: ignore[attr-defined]
+    IAMBackend.get_role = get_role  # type: ignore[method-assign]
 
 
 @contextlib.contextmanager
