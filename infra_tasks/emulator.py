@@ -70,6 +70,7 @@ def moto_server(port: int | None = None) -> Iterator[str]:
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     _thread_safe_role_lookup()
+    _bucket_tags_on_create()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port or free_port(), verbose=False)
     server.start()
     host, real_port = server._server.server_address[:2]  # noqa: SLF001 - moto exposes no accessor
@@ -97,6 +98,34 @@ def _thread_safe_role_lookup() -> None:
 
     get_role._snapshot = True  # type: ignore[attr-defined]
     IAMBackend.get_role = get_role  # type: ignore[method-assign]
+
+
+def _bucket_tags_on_create() -> None:
+    """AWS sets `CreateBucketConfiguration.Tags` in the CreateBucket call itself (so a
+    bucket never exists without its ownership tag); moto 5.2 ignores them. Store them as
+    AWS does (emulator only)."""
+    import xmltodict
+    from moto.s3.responses import S3Response
+
+    original = S3Response._bucket_response_put  # noqa: SLF001
+    if getattr(original, "_tags_on_create", False):
+        return
+
+    def put(self: S3Response, request: object, bucket_name: str, querystring: dict) -> object:
+        out = original(self, request, bucket_name, querystring)
+        if not querystring and self.body:
+            try:
+                conf = xmltodict.parse(self.body).get("CreateBucketConfiguration") or {}
+            except Exception:  # noqa: BLE001 - not XML: nothing to add
+                conf = {}
+            tags = (conf.get("Tags") or {}).get("Tag") or []
+            tags = tags if isinstance(tags, list) else [tags]
+            if tags:
+                self.backend.put_bucket_tagging(bucket_name, {t["Key"]: t.get("Value") or "" for t in tags})
+        return out
+
+    put._tags_on_create = True  # type: ignore[attr-defined]
+    S3Response._bucket_response_put = put  # type: ignore[method-assign]  # noqa: SLF001
 
 
 @contextlib.contextmanager

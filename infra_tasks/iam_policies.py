@@ -225,7 +225,7 @@ def infra_write(a: Account, owner: str) -> dict[str, Any]:
     statements = [
         allow(["s3:CreateBucket", "s3:PutBucketVersioning", "s3:PutBucketPublicAccessBlock",
                "s3:PutEncryptionConfiguration", "s3:PutBucketPolicy", "s3:PutLifecycleConfiguration",
-               "s3:PutBucketTagging"], [d.bucket_arn for d in ds], sid="WriteBuckets"),
+               "s3:PutBucketTagging", "s3:TagResource"], [d.bucket_arn for d in ds], sid="WriteBuckets"),
         allow(["ecr:CreateRepository", "ecr:PutLifecyclePolicy", "ecr:PutImageScanningConfiguration",
                "ecr:PutImageTagMutability", "ecr:TagResource"], a.ecr_repository_arn, sid="WriteRegistry"),
         allow(["logs:CreateLogGroup", "logs:PutRetentionPolicy", "logs:TagResource", "logs:TagLogGroup"],

@@ -115,9 +115,12 @@ class BucketHandler(Handler):
 
     def create(self, res: Resource, props: dict[str, Any]) -> dict[str, Any]:
         s3 = client("s3")
-        kwargs: dict[str, Any] = {"Bucket": res.name}
+        # Tagged in the create call itself: a bucket never exists without its ownership
+        # tag, so a run killed right after this call is continued, not refused.
+        conf: dict[str, Any] = {"Tags": tag_list(props["tags"])}
         if props["region"] != "us-east-1":
-            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": props["region"]}
+            conf["LocationConstraint"] = props["region"]
+        kwargs: dict[str, Any] = {"Bucket": res.name, "CreateBucketConfiguration": conf}
         try:
             s3.create_bucket(**kwargs)
         except Exception as exc:  # noqa: BLE001
@@ -127,7 +130,8 @@ class BucketHandler(Handler):
                 ) from None
             if error_code(exc) != "BucketAlreadyOwnedByYou":
                 raise
-        # Lock the bucket down before anything else is configured.
+        # Lock the bucket down before anything else is configured. The tags are put again:
+        # some AWS-compatible endpoints ignore tags given at create.
         self._apply(res, props, everything=True)
         return {"arn": f"arn:aws:s3:::{res.name}", "name": res.name}
 

@@ -249,6 +249,9 @@ def _s3_bucket(b: _Builder) -> None:
     if b.op == "CreateBucket" and (b.p.get("CreateBucketConfiguration") or {}).get("LocationConstraint"):
         context["s3:locationconstraint"] = b.p["CreateBucketConfiguration"]["LocationConstraint"]
     b.add(S3_BUCKET_ACTIONS[b.op], _bucket(b, b.p["Bucket"]), context, new=b.op == "CreateBucket")
+    if b.op == "CreateBucket" and (b.p.get("CreateBucketConfiguration") or {}).get("Tags"):
+        # Tags given at create are authorized as s3:TagResource as well.
+        b.add("s3:TagResource", _bucket(b, b.p["Bucket"]), new=True)
 
 
 @_on("s3", *S3_OBJECT_ACTIONS)

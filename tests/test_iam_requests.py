@@ -315,7 +315,17 @@ def template_regex(template: str) -> re.Pattern[str]:
                               for i, p in enumerate(parts)) + r"\Z")
 
 
+# Resource types AWS added to an action after parliament 1.6.4's copy of the SAR was taken.
+# s3:TagResource on general purpose buckets: CreateBucket's `CreateBucketConfiguration.Tags`
+# and S3 Control's TagResource documentation (2025).
+SAR_SINCE_SNAPSHOT: dict[str, list[str]] = {
+    "s3:TagResource": ["arn:${Partition}:s3:::${BucketName}"],
+}
+
+
 def sar_problem(r: Request) -> str | None:
+    if any(template_regex(t).match(r.resource) for t in SAR_SINCE_SNAPSHOT.get(r.action, ())):
+        return None
     prefix, name = r.action.split(":")
     svc = sar().get(prefix)
     priv = next((p for p in svc["privileges"] if p["privilege"] == name), None) if svc else None
