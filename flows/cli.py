@@ -12,7 +12,7 @@ from typing import Any, Iterator
 
 from infra_tasks.config import REPLACE, ConfigError, InfraConfig, load_config
 
-EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
+EXIT_OK, EXIT_ERROR, EXIT_CHANGES, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def add_common_args(p: argparse.ArgumentParser) -> None:

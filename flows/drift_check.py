@@ -24,14 +24,15 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.states import Completed, Failed, State
 
-from infra_tasks import discovery, engine, lock
+from infra_tasks import discovery, engine, interrupt
 from infra_tasks.aws import InfraError
 from infra_tasks.config import ConfigError
 from infra_tasks.desired import owner_value
 from infra_tasks.effective import effective_config
+from infra_tasks.interrupt import Interrupted
 from infra_tasks.model import Action, Plan
 
-from .cli import (EXIT_CHANGES, EXIT_OK, add_common_args, aws_target, fail, load, parse_overrides,
+from .cli import (EXIT_CHANGES, EXIT_INTERRUPTED, EXIT_OK, add_common_args, aws_target, fail, load, parse_overrides,
                   prefect_target)
 
 
@@ -164,14 +165,10 @@ def request_repair(cfg: Any, env: str) -> str:
     return f"repair requested: {name} run {run.name!r} shows the plan and waits for approval"
 
 
-def remediate_drift(cfg: Any, env: str, facts: Any, notes: list[str], parallelism: int) -> None:
-    from flows.bootstrap import apply_plan, check_applicable
+def remediate_drift(cfg: Any, env: str, facts: Any, notes: list[str], parallelism: int) -> dict[str, Any]:
+    from flows.apply import apply_locked
 
-    with lock.held(cfg, env):
-        plan = engine.plan(cfg, env, facts, include_prefect=True, notes=notes, parallelism=parallelism)
-        check_applicable(plan)
-        if plan.pending:
-            apply_plan(plan)
+    return apply_locked(cfg, env, facts, parallelism=parallelism, notes=notes, command=f"drift remediation of {env}")
 
 
 @flow(name="drift-check", validate_parameters=True)
@@ -234,8 +231,16 @@ def main(argv: list[str] | None = None) -> int:
             state = drift_check(env=args.env, remediate=args.remediate, config_path=args.config,
                                 parallelism=args.parallelism, overrides=parse_overrides(args.overrides),
                                 return_state=True)
+    except Interrupted as exc:
+        print(exc.report(), file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        print("stopped: interrupted (Ctrl-C); no change was under way.", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except (InfraError, ConfigError) as exc:
         return fail(str(exc))
+    finally:
+        interrupt.clear()
     report = report_of(state)
     if report is None:
         try:

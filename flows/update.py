@@ -21,12 +21,15 @@ from prefect.input import RunInput
 from prefect.states import Cancelled, Completed, Failed, State
 from pydantic import BaseModel, ConfigDict, Field
 
-from infra_tasks import engine, iam_policies, lock
+from flows.apply import PlanChanged, apply_locked, refusals
+from infra_tasks import engine
 from infra_tasks import overrides as persisted
 from infra_tasks.aws import InfraError
 from infra_tasks.config import ConfigError, deep_merge, load_config
 from infra_tasks.names import Account
 from infra_tasks.render import render_text
+
+ROLE = "infra-write"  # the role infra-update runs as (the management pool's task role)
 
 FIELDS: dict[str, tuple[str, str]] = {
     "agent_image_tag": ("agent", "image_tag"),
@@ -100,8 +103,7 @@ def infra_update(request: UpdateRequest, config_path: str | None = None, approva
     # infra-update runs with the infra-write role: what it may not change is refused here,
     # before anyone is asked to approve (on AWS the plan marks it too, from the caller).
     acct = Account(cfg, env, facts.account_id, facts.region, facts.partition)
-    beyond = [why for c in plan.applicable if (why := iam_policies.beyond_role(c, acct, "infra-write"))]
-    problems = list(dict.fromkeys(beyond + [m for c in plan.changes if (m := engine.blocking(c))]))
+    problems = refusals(plan, acct, ROLE)
     if problems:
         return Failed(message="nothing was changed; infra-update cannot apply this plan:\n  "
                               + "\n  ".join(problems) + "\n\n" + text)
@@ -119,22 +121,15 @@ def infra_update(request: UpdateRequest, config_path: str | None = None, approva
     if answer.decision != "approve":
         log.info("rejected: %s", answer.comment)
         return Cancelled(message=f"rejected, nothing was changed: {answer.comment}")
-    from flows.bootstrap import apply_plan, check_applicable
-
     try:
-        with lock.held(cfg, env):
-            fresh = engine.plan(cfg, env, facts, include_prefect=True, parallelism=parallelism)
-            if fresh.digest() != plan.digest():
-                return Failed(message="the infrastructure changed while waiting for approval; nothing was changed. "
-                                      "Run infra-update again to see the new plan.")
-            check_applicable(fresh)
-            if fresh.pending:
-                apply_plan(fresh)
-            verify = engine.plan(cfg, env, facts, include_prefect=True, parallelism=parallelism)
-            if not verify.empty:
-                return Failed(message="verify failed after applying:\n" + render_text(verify))
-            new_version = persisted.write(base.prefix, env, wanted, answer.comment or "approved in the UI")
+        result = apply_locked(cfg, env, facts, parallelism=parallelism, expected_digest=plan.digest(), role=ROLE,
+                              command=f"infra-update of {env}")
+        new_version = persisted.write(base.prefix, env, wanted, answer.comment or "approved in the UI")
+    except PlanChanged:
+        return Failed(message="the infrastructure changed while waiting for approval; nothing was changed. "
+                              "Run infra-update again to see the new plan.")
     except InfraError as exc:
         return Failed(message=str(exc))
-    return Completed(message=f"applied {len(plan.pending)} changes; approved values recorded as version "
+    waiting = f"; waiting for the agent image: {', '.join(result['deferred'])}" if result["deferred"] else ""
+    return Completed(message=f"applied {result['applied']} changes{waiting}; approved values recorded as version "
                              f"{new_version} of {persisted.variable_name(base.prefix, env)}")

@@ -1,0 +1,178 @@
+"""The one apply path, shared by bootstrap, `infra-update` and drift remediation:
+
+    lock -> fresh plan -> digest check -> refusals -> apply -> verify -> bounded wait
+
+Every resource change is a Prefect task, submitted as soon as its dependencies are done,
+so independent resources are applied in parallel. Nothing is ever deleted. A stop
+request (Ctrl-C, a lost lock) starts no further change, lets the ones under way finish
+and raises `Interrupted` naming both.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import PrefectFuture
+
+from infra_tasks import emulator, engine, iam_policies, interrupt, lock, progress
+from infra_tasks.aws import InfraError
+from infra_tasks.config import InfraConfig
+from infra_tasks.desired import Facts
+from infra_tasks.interrupt import Interrupted
+from infra_tasks.model import Action, Change, Plan
+from infra_tasks.names import Account
+from infra_tasks.render import render_text
+
+
+class PlanChanged(InfraError):
+    pass
+
+
+class NotStarted(InfraError):
+    """A change that was not started because a stop was requested."""
+
+
+def refusals(plan: Plan, acct: Account | None = None, role: str | None = None) -> list[str]:
+    """Every reason the plan cannot be applied (by `role`, when given), before any change."""
+    beyond = [why for c in plan.applicable if role and acct and (why := iam_policies.beyond_role(c, acct, role))]
+    return list(dict.fromkeys(beyond + [m for c in plan.changes if (m := engine.blocking(c))]))
+
+
+def check_applicable(plan: Plan) -> None:
+    """Refuse before any change if any change cannot be made (conflicts, blocked creates)."""
+    problems = refusals(plan)
+    if problems:
+        raise InfraError("nothing was changed, because:\n  " + "\n  ".join(problems))
+
+
+@task(name="apply-resource", cache_policy=NO_CACHE, task_run_name="{change.action.value} {change.resource.key}")
+def apply_resource(change: Change, known: dict[str, Any], upstream: dict[str, Any]) -> dict[str, Any]:
+    why = interrupt.requested()
+    if why:
+        raise NotStarted(f"{change.key}: not started ({why})")
+    reporter = progress.current()
+    if reporter:
+        reporter.started(change.key, change.action.value)
+    try:
+        out = engine.apply_change(change, {**known, **upstream})
+    except Exception as exc:
+        if reporter:
+            reporter.finished(change.key, change.action.value, error=str(exc))
+        raise
+    if reporter:
+        reporter.finished(change.key, change.action.value)
+    get_run_logger().info("%s %s: %s", change.action.value, change.key, change.reason)
+    return out
+
+
+def apply_plan(plan: Plan) -> dict[str, dict[str, Any]]:
+    """Submit every pending change as a task once its dependencies are done."""
+    pending = {c.key for c in plan.applicable}
+    known = {c.key: c.observed.outputs for c in plan.changes
+             if c.action is Action.NOOP and c.observed is not None}
+    by_key = {c.key: c for c in plan.changes}
+    futures: dict[str, PrefectFuture[Any]] = {}
+    for res in engine.topo_order([c.resource for c in plan.changes]):
+        if res.key not in pending:
+            continue
+        deps = engine.all_deps(res)
+        futures[res.key] = apply_resource.submit(
+            by_key[res.key],
+            {k: known[k] for k in deps if k in known},
+            {k: futures[k] for k in deps if k in futures},
+        )
+    try:
+        for fut in futures.values():
+            fut.wait()
+    except KeyboardInterrupt:
+        interrupt.request("interrupted (Ctrl-C)")
+        for fut in futures.values():  # changes under way finish; the rest refuse to start
+            fut.wait()
+    return _collect(futures, known)
+
+
+def _collect(futures: dict[str, PrefectFuture[Any]], known: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    outputs, failed, skipped, stopped = dict(known), [], [], []
+    for key, fut in futures.items():
+        state = fut.state
+        if state.is_completed():
+            outputs[key] = fut.result()
+        elif state.is_failed():
+            try:
+                fut.result()
+            except NotStarted:
+                stopped.append(key)
+            except Exception as exc:  # noqa: BLE001 - collected and reported below
+                failed.append(str(exc) if key in str(exc) else f"{key}: {exc}")
+        else:
+            skipped.append(key)
+    why = interrupt.requested()
+    if why and not failed:
+        done = [k for k in futures if k in outputs]
+        raise Interrupted(why, done, [k for k in futures if k not in outputs])
+    if failed or skipped or stopped:
+        lines = ([f"failed: {f}" for f in failed] + [f"not attempted (a dependency failed): {s}" for s in skipped]
+                 + [f"not started ({why}): {s}" for s in stopped])
+        raise InfraError("apply stopped:\n  " + "\n  ".join(lines)
+                         + "\n  Re-run after fixing the cause: completed changes are not repeated.")
+    return outputs
+
+
+def apply_locked(cfg: InfraConfig, env: str, facts: Facts, *, parallelism: int = 8, adopt: bool = False,
+                 expected_digest: str | None = None, include_prefect: bool = True, wait_stable: bool = True,
+                 role: str | None = None, notes: list[str] | None = None, command: str = "") -> dict[str, Any]:
+    """Lock -> fresh plan -> digest check -> refusals -> apply -> verify -> bounded wait.
+
+    `expected_digest`: the plan someone confirmed or approved; if the fresh plan differs,
+    nothing is changed. `role`: the project role this run acts as (infra-update's
+    infra-write), whose limits are checked before any change. Without the Prefect side
+    there is no lock (it lives in Prefect)."""
+    if not include_prefect:
+        return _apply(cfg, env, facts, parallelism, adopt, expected_digest, False, wait_stable, role, notes)
+    with lock.held(cfg, env, command=command or f"apply of {env}"):
+        return _apply(cfg, env, facts, parallelism, adopt, expected_digest, True, wait_stable, role, notes)
+
+
+def _apply(cfg: InfraConfig, env: str, facts: Facts, parallelism: int, adopt: bool, expected_digest: str | None,
+           include_prefect: bool, wait_stable: bool, role: str | None, notes: list[str] | None) -> dict[str, Any]:
+    log = get_run_logger()
+    plan = engine.plan(cfg, env, facts, adopt=adopt, parallelism=parallelism, include_prefect=include_prefect,
+                       notes=notes)
+    if expected_digest and plan.digest() != expected_digest:
+        raise PlanChanged("the infrastructure changed between the plan you confirmed and the apply; nothing was "
+                          "changed. Run again to see the new plan.")
+    acct = Account(cfg, env, facts.account_id, facts.region, facts.partition)
+    problems = refusals(plan, acct, role)
+    if problems:
+        raise InfraError("nothing was changed, because:\n  " + "\n  ".join(problems))
+    log.info("applying %d changes to %s (account %s)", len(plan.applicable), env, facts.account_id)
+    if plan.applicable:
+        apply_plan(plan)
+    verify = engine.plan(cfg, env, facts, adopt=False, parallelism=parallelism, include_prefect=include_prefect)
+    if verify.applicable:
+        raise InfraError("verify: after applying, these still differ from the configuration:\n"
+                         + render_text(verify))
+    if wait_stable and not emulator.detected() and any(c.resource.kind == "ecs.service" for c in plan.applicable):
+        wait_for_agents(acct)
+    log.info("verified: %d resources match the configuration", len(verify.changes) - len(verify.deferred))
+    return {"environment": env, "applied": len(plan.applicable), "counts": plan.counts(),
+            "applied_keys": [c.key for c in plan.applicable],
+            "verified": len(verify.changes) - len(verify.deferred), "deferred": [c.key for c in verify.deferred],
+            "warnings": verify.warnings}
+
+
+def wait_for_agents(acct: Account) -> None:
+    """Bounded: each agent service gets ten minutes to become stable."""
+    from infra_tasks.ecs import wait_stable
+
+    for d in acct.deployments:
+        reporter = progress.current()
+        if reporter:
+            reporter.waiting(f"agent service {d.service} to become stable (up to 10 min)")
+        try:
+            wait_stable(d.cluster, [d.service])
+        except Exception as exc:  # noqa: BLE001 - bounded wait: report, do not hang
+            raise InfraError(f"ecs.service/{d.service}: did not become stable within 10 minutes ({exc}); "
+                             f"check the service's events and the agent log group {d.agent_log_group}") from None
