@@ -109,7 +109,7 @@ def add_handler(event: str, handler: Callable[..., Any]) -> None:
 
 
 def remove_handler(handler: Callable[..., Any]) -> None:
-    _EXTRA_HANDLERS[:] = [(e, h) for e, h in _EXTRA_HANDLERS if h is not handler]
+    _EXTRA_HANDLERS[:] = [(e, h) for e, h in _EXTRA_HANDLERS if h != handler]  # == : bound methods
     reset_clients()
 
 

@@ -100,6 +100,16 @@ def aws_env(moto_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
+def dev_account(moto_url: str, prefect_clean: None) -> Iterator[Callable[[str], Any]]:
+    """A clean emulator acting as the dev account; yields raw boto3 clients on it."""
+    emulator.reset(moto_url)
+    os.environ.pop("INFRA_ROTATE_CREDENTIALS", None)
+    with emulator.sandbox_env(moto_url, DEV_ACCOUNT, "us-east-1"):
+        aws.CALLS.reset()
+        yield boto_maker(moto_url)
+
+
+@pytest.fixture
 def cfg() -> InfraConfig:
     return load_config(ROOT / "infra.toml")
 

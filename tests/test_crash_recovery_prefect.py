@@ -1,0 +1,45 @@
+"""Crash consistency with the Prefect side (work pools, blocks, deployments, the lock),
+and with a real SIGKILL. See test_crash_recovery.py for how a death is injected."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import ROOT
+from .crash import ENV, Death, bootstrap_dying, converges, reference
+
+
+@pytest.mark.parametrize("aws_k,prefect_k", [(20, None), (None, 0), (None, 5)])
+def test_death_with_the_prefect_side_is_finished_by_a_rerun(aws_k, prefect_k, dev_account, moto_url,
+                                                            monkeypatch, capsys) -> None:
+    ref = reference(True, dev_account, moto_url)
+    assert prefect_k is None or prefect_k < ref["prefect_writes"]
+    death = Death(aws_k=aws_k, prefect_k=prefect_k)
+    bootstrap_dying(death, monkeypatch)
+    assert death.dead_after is not None
+    converges(dev_account, ref, True, capsys)
+
+
+# --- a real SIGKILL ------------------------------------------------------------------------
+
+KILL_SITE = ROOT / "tests" / "kill_site"
+
+
+@pytest.mark.parametrize("k", [2, 25])
+def test_killed_process_is_finished_by_a_rerun(k, dev_account, moto_url, capsys) -> None:
+    """`python -m flows.bootstrap` killed with SIGKILL right after its k-th mutating AWS
+    call was answered (with the Prefect side, so it held the lock), then re-run."""
+    from prefect.settings import PREFECT_API_URL
+
+    ref = reference(True, dev_account, moto_url)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(KILL_SITE), str(ROOT)]),
+           "INFRA_TEST_KILL_AFTER": str(k), "PREFECT_API_URL": PREFECT_API_URL.value()}
+    proc = subprocess.run([sys.executable, "-m", "flows.bootstrap", "--env", ENV, "--yes"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    converges(dev_account, ref, True, capsys)
