@@ -15,6 +15,7 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
+from prefect.states import Cancelled, Failed, State
 
 from infra_tasks import emulator, engine, iam_policies, interrupt, lock, progress
 from infra_tasks.aws import InfraError
@@ -28,10 +29,6 @@ from infra_tasks.render import render_text
 
 class PlanChanged(InfraError):
     pass
-
-
-class NotStarted(InfraError):
-    """A change that was not started because a stop was requested."""
 
 
 def refusals(plan: Plan, acct: Account | None = None, role: str | None = None) -> list[str]:
@@ -48,15 +45,22 @@ def check_applicable(plan: Plan) -> None:
 
 
 @task(name="apply-resource", cache_policy=NO_CACHE, task_run_name="{change.action.value} {change.resource.key}")
-def apply_resource(change: Change, known: dict[str, Any], upstream: dict[str, Any]) -> dict[str, Any]:
+def apply_resource(change: Change, known: dict[str, Any], upstream: dict[str, Any]) -> dict[str, Any] | State:
+    """One change. An expected failure (InfraError: AWS refused, with the resource and the
+    fix named) ends the task Failed with that message and no traceback; a change not
+    started because a stop was requested ends Cancelled."""
     why = interrupt.requested()
     if why:
-        raise NotStarted(f"{change.key}: not started ({why})")
+        return Cancelled(message=f"not started ({why})")
     reporter = progress.current()
     if reporter:
         reporter.started(change.key, change.action.value)
     try:
         out = engine.apply_change(change, {**known, **upstream})
+    except InfraError as exc:
+        if reporter:
+            reporter.finished(change.key, change.action.value, error=str(exc))
+        return Failed(message=str(exc))
     except Exception as exc:
         if reporter:
             reporter.finished(change.key, change.action.value, error=str(exc))
@@ -99,19 +103,21 @@ def _collect(futures: dict[str, PrefectFuture[Any]], known: dict[str, Any]) -> d
         state = fut.state
         if state.is_completed():
             outputs[key] = fut.result()
+        elif state.is_cancelled():
+            stopped.append(key)
         elif state.is_failed():
-            try:
-                fut.result()
-            except NotStarted:
-                stopped.append(key)
-            except Exception as exc:  # noqa: BLE001 - collected and reported below
-                failed.append(str(exc) if key in str(exc) else f"{key}: {exc}")
+            msg = state.message or ""
+            if msg.startswith("Task run encountered an exception"):
+                try:
+                    fut.result()
+                except Exception as exc:  # noqa: BLE001 - an unexpected error: its own text
+                    msg = str(exc)
+            failed.append(msg if key in msg else f"{key}: {msg}")
         else:
             skipped.append(key)
     why = interrupt.requested()
     if why and not failed:
-        done = [k for k in futures if k in outputs]
-        raise Interrupted(why, done, [k for k in futures if k not in outputs])
+        raise Interrupted(why, [k for k in futures if k in outputs], [k for k in futures if k not in outputs])
     if failed or skipped or stopped:
         lines = ([f"failed: {f}" for f in failed] + [f"not attempted (a dependency failed): {s}" for s in skipped]
                  + [f"not started ({why}): {s}" for s in stopped])

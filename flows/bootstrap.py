@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 from prefect import flow
+from prefect.states import Cancelled, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from infra_tasks import engine, interrupt, progress
@@ -39,14 +40,20 @@ from .cli import (EXIT_CHANGES, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, add_commo
 @flow(name="infra-apply", task_runner=ThreadPoolTaskRunner(max_workers=8), validate_parameters=True)
 def apply_infra(env: str, config_path: str | None = None, overrides: dict[str, Any] | None = None,
                 adopt: bool = False, parallelism: int = 8, expected_digest: str | None = None,
-                wait_stable: bool = True, include_prefect: bool = True) -> dict[str, Any]:
+                wait_stable: bool = True, include_prefect: bool = True) -> dict[str, Any] | State:
     """Apply the confirmed plan through the one apply path (lock, fresh plan, digest
-    check, apply, verify, bounded wait)."""
-    cfg, notes = effective_config(config_path, env, overrides, use_prefect=include_prefect)
-    facts = engine.gather_facts(cfg, env)
-    return apply_locked(cfg, env, facts, parallelism=parallelism, adopt=adopt, expected_digest=expected_digest,
-                        include_prefect=include_prefect, wait_stable=wait_stable, notes=notes,
-                        command=f"bootstrap of {env}")
+    check, apply, verify, bounded wait). An expected failure ends the run Failed with its
+    message, a requested stop Cancelled with what was done: neither is a crash."""
+    try:
+        cfg, notes = effective_config(config_path, env, overrides, use_prefect=include_prefect)
+        facts = engine.gather_facts(cfg, env)
+        return apply_locked(cfg, env, facts, parallelism=parallelism, adopt=adopt, expected_digest=expected_digest,
+                            include_prefect=include_prefect, wait_stable=wait_stable, notes=notes,
+                            command=f"bootstrap of {env}")
+    except Interrupted as exc:
+        return Cancelled(message=exc.report())
+    except InfraError as exc:
+        return Failed(message=str(exc))
 
 
 def run_apply(cfg_args: dict[str, Any], plan: Plan, parallelism: int, live: bool | None = None) -> dict[str, Any]:
@@ -56,10 +63,15 @@ def run_apply(cfg_args: dict[str, Any], plan: Plan, parallelism: int, live: bool
     progress.use(reporter)
     try:
         with reporter:
-            return apply_infra.with_options(task_runner=runner)(
-                parallelism=parallelism, expected_digest=plan.digest(), **cfg_args)
+            state = apply_infra.with_options(task_runner=runner)(
+                parallelism=parallelism, expected_digest=plan.digest(), return_state=True, **cfg_args)
     finally:
         progress.use(None)
+    if state.is_cancelled():
+        raise Interrupted.from_report(state.message or "stopped")
+    if state.is_failed() and state.message and not state.message.startswith("Flow run encountered an exception"):
+        raise InfraError(state.message)
+    return state.result()
 
 
 def confirm(plan: Plan, assume_yes: bool) -> bool:

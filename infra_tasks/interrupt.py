@@ -13,11 +13,18 @@ _reason: list[str] = []
 class Interrupted(Exception):
     """An apply stopped on request; `done` and `not_started` name the changes."""
 
-    def __init__(self, reason: str, done: list[str], not_started: list[str]) -> None:
-        self.reason, self.done, self.not_started = reason, done, not_started
+    def __init__(self, reason: str, done: list[str], not_started: list[str], text: str | None = None) -> None:
+        self.reason, self.done, self.not_started, self.text = reason, done, not_started, text
         super().__init__(reason)
 
+    @classmethod
+    def from_report(cls, text: str) -> "Interrupted":
+        """Rebuilt from `report()` (a flow run's Cancelled message)."""
+        return cls(text.splitlines()[0], [], [], text)
+
     def report(self) -> str:
+        if self.text:
+            return self.text
         lines = [f"stopped: {self.reason}.",
                  f"  applied before stopping ({len(self.done)}): {', '.join(self.done) or 'none'}",
                  f"  not started ({len(self.not_started)}): {', '.join(self.not_started) or 'none'}",

@@ -43,3 +43,27 @@ def test_killed_process_is_finished_by_a_rerun(k, dev_account, moto_url, capsys)
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     converges(dev_account, ref, True, capsys)
+
+
+def test_ctrl_c_during_apply_stops_cleanly_and_a_rerun_finishes(dev_account, moto_url, capsys) -> None:
+    """SIGINT (Ctrl-C) arrives while changes are being applied: no further change is
+    started, the ones under way finish, the lock is released, the output says what was
+    done; exit 130 and no traceback. A plain re-run finishes the job."""
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL
+
+    ref = reference(True, dev_account, moto_url)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(KILL_SITE), str(ROOT)]),
+           "INFRA_TEST_KILL_AFTER": "10", "INFRA_TEST_SIGNAL": "INT", "PREFECT_API_URL": PREFECT_API_URL.value()}
+    proc = subprocess.run([sys.executable, "-m", "flows.bootstrap", "--env", ENV, "--yes"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 130, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
+    assert "stopped: interrupted (Ctrl-C)" in proc.stderr
+    done = next(line for line in proc.stderr.splitlines() if line.startswith("  applied before stopping ("))
+    not_started = next(line for line in proc.stderr.splitlines() if line.startswith("  not started ("))
+    assert int(done.split("(")[1].split(")")[0]) >= 1 and int(not_started.split("(")[1].split(")")[0]) >= 1
+    assert "re-run the same command to continue" in proc.stderr
+    with get_client(sync_client=True) as c:
+        assert c.read_global_concurrency_limit_by_name("data-flows-dev-infra-mutations").active_slots == 0
+    converges(dev_account, ref, True, capsys)

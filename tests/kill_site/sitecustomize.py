@@ -1,6 +1,7 @@
-"""Test-only: SIGKILL this Python process right after its k-th mutating AWS call has
-been answered (INFRA_TEST_KILL_AFTER=k), so no clean-up of any kind runs. Put this
-directory first on PYTHONPATH. Without INFRA_TEST_KILL_AFTER it does nothing."""
+"""Test-only: signal this Python process right after its k-th mutating AWS call has
+been answered (INFRA_TEST_KILL_AFTER=k): SIGKILL, so no clean-up of any kind runs, or the
+signal named by INFRA_TEST_SIGNAL (e.g. INT, as Ctrl-C sends), once. Put this directory
+first on PYTHONPATH. Without INFRA_TEST_KILL_AFTER it does nothing."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ def _install(k: int) -> None:
 
     import botocore.session
 
+    sig = getattr(signal, "SIG" + os.environ.get("INFRA_TEST_SIGNAL", "KILL"))
     lock = threading.Lock()
     seen = [0]
     reads = ("Describe", "Get", "List", "Head", "Lookup", "Search", "BatchGet", "Select")
@@ -22,8 +24,8 @@ def _install(k: int) -> None:
             return
         with lock:
             seen[0] += 1
-            if seen[0] >= k:
-                os.kill(os.getpid(), signal.SIGKILL)
+            if seen[0] == k or (seen[0] > k and sig == signal.SIGKILL):
+                os.kill(os.getpid(), sig)
 
     original = botocore.session.Session.create_client
 
