@@ -201,9 +201,20 @@ def translate(exc: BaseException, action: str, resource: str) -> InfraError:
         "LimitExceededException": "an account quota is reached; raise it in Service Quotas or free capacity",
         "ExpiredToken": "the session credentials expired; refresh them (aws sso login / assume the role again)",
         "ExpiredTokenException": "the session credentials expired; refresh them (aws sso login / assume the role again)",
+        "RequestExpired": "the session credentials expired; refresh them (aws sso login / assume the role again)",
+        "RequestLimitExceeded": "AWS kept throttling after all retries; re-run later or lower --parallelism",
+        "SlowDown": "AWS kept throttling after all retries; re-run later or lower --parallelism",
+        "InternalError": "AWS kept failing with an internal error after all retries; re-run later (safe to repeat)",
+        "InternalFailure": "AWS kept failing with an internal error after all retries; re-run later (safe to repeat)",
+        "ServiceUnavailable": "AWS kept failing with an internal error after all retries; re-run later (safe to repeat)",
+        "ServiceUnavailableException": "AWS kept failing with an internal error after all retries; re-run later "
+                                       "(safe to repeat)",
     }.get(code, "see the AWS message above; fix the cause and re-run (runs are safe to repeat)")
     if isinstance(exc, NoCredentialsError):
         hint = "no AWS credentials found; set AWS_PROFILE or run with --sandbox"
+    elif isinstance(exc, BotoCoreError):
+        hint = ("AWS did not answer after all retries (network, endpoint or timeout); check connectivity and re-run: "
+                "completed changes are not repeated")
     label = f"{code}: {msg}" if code else msg
     return InfraError(f"{action} failed for {resource}: {label}\n  next step: {hint}")
 

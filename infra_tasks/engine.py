@@ -14,7 +14,7 @@ import os
 from typing import Any, Iterable
 
 from . import autoscaling, ecr, ecs, ecs_taskdef, events, iam, logs, prefect_objects, s3, secrets, sqs
-from .aws import ClientError, InfraError, client, translate, use_region
+from .aws import BotoCoreError, ClientError, InfraError, client, translate, use_region
 from .config import InfraConfig
 from .desired import Facts, desired_state, owner_value
 from .diff import diff
@@ -45,7 +45,7 @@ def account_guard(cfg: InfraConfig, env_name: str) -> tuple[str, str]:
     want = cfg.env(env_name).account_id
     try:
         got, arn = caller_account()
-    except ClientError as exc:
+    except (ClientError, BotoCoreError) as exc:
         raise translate(exc, "sts:GetCallerIdentity", f"environment {env_name!r}") from None
     if got != want:
         raise AccountMismatch(
@@ -59,7 +59,11 @@ def account_guard(cfg: InfraConfig, env_name: str) -> tuple[str, str]:
 def gather_facts(cfg: InfraConfig, env_name: str) -> Facts:
     use_region(cfg.region)
     account, caller = account_guard(cfg, env_name)
-    network = resolve_network(cfg.env(env_name).network, f"environments.{env_name}")
+    try:
+        network = resolve_network(cfg.env(env_name).network, f"environments.{env_name}")
+    except (ClientError, BotoCoreError) as exc:
+        raise translate(exc, getattr(exc, "operation_name", "reading the network"),
+                        f"the network of environment {env_name!r}") from None
     return Facts(account_id=account, region=cfg.region, network=network, caller_arn=caller)
 
 
@@ -197,8 +201,10 @@ def read_one(res: Resource) -> Observed | None:
         return HANDLERS[res.kind].read(res)
     except InfraError:
         raise
-    except ClientError as exc:
+    except (ClientError, BotoCoreError) as exc:
         raise translate(exc, "read", res.key) from None
+    except Exception as exc:  # noqa: BLE001 - the Prefect API's errors, named; anything else re-raised
+        raise prefect_objects.translate(exc, "read", res.key) from None
 
 
 class ReadFailed:
@@ -360,7 +366,9 @@ def apply_change(change: Change, outputs: dict[str, dict[str, Any]]) -> dict[str
             return handler.update(res, props, change.observed, diffs)
     except InfraError:
         raise
-    except ClientError as exc:
+    except (ClientError, BotoCoreError) as exc:
         raise translate(exc, change.action.value, res.key) from None
+    except Exception as exc:  # noqa: BLE001 - the Prefect API's errors, named; anything else re-raised
+        raise prefect_objects.translate(exc, change.action.value, res.key) from None
     raise InfraError(f"{res.key}: cannot apply a {change.action.value} change")
 

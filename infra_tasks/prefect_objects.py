@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from .aws import CallLog
+from .aws import CallLog, InfraError
 from .handler import Handler
 from .model import Diff, Observed, Resource
 
@@ -26,6 +26,22 @@ def _client() -> Any:
 
 def _record(op: str) -> None:
     PREFECT_CALLS.record("prefect", op)
+
+
+def translate(exc: Exception, action: str, resource: str) -> Exception:
+    """The Prefect API not answering (or answering 5xx) as an error naming the resource,
+    the API and the next step; any other exception is returned as it is (a bug shows)."""
+    import httpx
+    from prefect.exceptions import PrefectHTTPStatusError
+    from prefect.settings import PREFECT_API_URL
+
+    status = exc.response.status_code if isinstance(exc, PrefectHTTPStatusError) else None
+    if isinstance(exc, (httpx.TransportError, OSError)) or (status is not None and status >= 500):
+        api = PREFECT_API_URL.value() or "the temporary local server"
+        return InfraError(f"{action} failed for {resource}: the Prefect API at {api} did not answer "
+                          f"({type(exc).__name__}: {exc})\n  next step: check that the Prefect server is up and "
+                          f"PREFECT_API_URL points at it, then re-run (completed changes are not repeated)")
+    return exc
 
 
 def _not_found(exc: BaseException) -> bool:

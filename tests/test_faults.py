@@ -1,5 +1,8 @@
 """Injected faults on the wire (botocore `before-send` hooks short-circuit a request
-with AWS's error response): throttling, IAM propagation delay, a failing call."""
+with AWS's error response, in each service's own protocol): throttling on every
+service, IAM propagation delay, 5xx, read timeouts, AccessDenied, credentials that
+expire mid-run, and the Prefect API going away mid-apply. Each ends with a message
+naming the resource and the next step, and a plain re-run converges."""
 
 from __future__ import annotations
 
@@ -26,6 +29,32 @@ def json_error(code: str, message: str, status: int = 400) -> AWSResponse:
     body = json.dumps({"__type": code, "message": message}).encode()
     return AWSResponse("https://ecs.us-east-1.amazonaws.com/", status,
                        {"content-type": "application/x-amz-json-1.1", "x-amzn-requestid": "fault"}, _Raw(body))
+
+
+def aws_error(service: str, code: str, message: str, status: int = 400) -> AWSResponse:
+    """AWS's error response for `service`, in that service's wire protocol."""
+    import botocore.session
+
+    protocol = botocore.session.get_session().get_service_model(service).metadata["protocol"]
+    if protocol == "json":
+        return json_error(code, message, status)
+    xml = {
+        "query": f"<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code><Message>{message}</Message>"
+                 f"</Error><RequestId>fault</RequestId></ErrorResponse>",
+        "ec2": f"<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error></Errors>"
+               f"<RequestID>fault</RequestID></Response>",
+        "rest-xml": f"<Error><Code>{code}</Code><Message>{message}</Message><RequestId>fault</RequestId></Error>",
+    }[protocol]
+    return AWSResponse(f"https://{service}.amazonaws.com/", status, {"content-type": "text/xml"},
+                       _Raw(xml.encode()))
+
+
+THROTTLE = {  # each service's throttling error
+    "s3": ("SlowDown", 503), "ec2": ("RequestLimitExceeded", 503), "iam": ("Throttling", 400),
+    "sts": ("Throttling", 400), "sqs": ("ThrottlingException", 400),
+}
+SERVICES = ["sts", "s3", "ecr", "logs", "secretsmanager", "iam", "ec2", "sqs", "events", "ecs",
+            "application-autoscaling"]
 
 
 class Injector:
@@ -108,3 +137,139 @@ def test_other_errors_are_not_retried_and_rerun_finishes(bootstrap, boto, capsys
     assert sorted(set(mutating)) == ["application-autoscaling:PutScalingPolicy",
                                      "application-autoscaling:RegisterScalableTarget", "ecs:CreateService"]
     assert bootstrap("--plan") == 0
+
+
+# --- every service, every kind of fault (dev: the smaller stack) -------------------------
+
+def dev_bootstrap(*flags: str) -> int:
+    from .conftest import run_cli
+
+    return run_cli("--env", "dev", "--no-prefect", *flags)
+
+
+def test_every_service_used_is_throttled_and_retried(dev_account) -> None:
+    def throttled(svc: str) -> AWSResponse:
+        code, status = THROTTLE.get(svc, ("ThrottlingException", 400))
+        return aws_error(svc, code, "Rate exceeded", status)
+
+    injectors = [Injector(f"before-send.{svc}", throttled(svc), times=2) for svc in SERVICES]
+    for inj in injectors:
+        inj.__enter__()
+    try:
+        assert dev_bootstrap("--yes") == 0
+    finally:
+        for inj in injectors:
+            inj.__exit__()
+    assert {inj.event: inj.hits for inj in injectors} == {f"before-send.{svc}": 2 for svc in SERVICES}
+    aws.CALLS.reset()
+    assert dev_bootstrap("--plan") == 0
+
+
+def test_a_5xx_mid_apply_is_retried(dev_account) -> None:
+    with Injector("before-send.ecs.CreateService", json_error("ServerException", "internal", 500), times=2) as inj:
+        assert dev_bootstrap("--yes") == 0
+    assert inj.hits == 2
+
+
+def test_a_read_timeout_mid_apply_is_retried_and_a_lasting_one_is_named(dev_account, moto_url, capsys,
+                                                                         monkeypatch) -> None:
+    from botocore.exceptions import ReadTimeoutError
+
+    def timeout(**_: Any) -> None:
+        raise ReadTimeoutError(endpoint_url="https://iam.amazonaws.com/")
+
+    class Once:
+        hits = 0
+
+        def __call__(self, **kw: Any) -> None:
+            self.hits += 1
+            if self.hits == 1:
+                timeout()
+
+    once = Once()
+    aws.add_handler("before-send.iam.CreateRole", once)
+    try:
+        assert dev_bootstrap("--yes") == 0
+    finally:
+        aws.remove_handler(once)
+    assert once.hits > 1  # the timed-out call was sent again
+    # A timeout that lasts past the retries names the resource and says what to do.
+    from infra_tasks import emulator
+
+    emulator.reset(moto_url)
+    monkeypatch.setenv("INFRA_AWS_MAX_ATTEMPTS", "2")
+    aws.add_handler("before-send.logs.CreateLogGroup", timeout)
+    try:
+        assert dev_bootstrap("--yes") == 1
+    finally:
+        aws.remove_handler(timeout)
+    err = capsys.readouterr().err
+    assert "create failed for logs.group//ecs/data-flows-dev/agent: Read timeout" in err
+    assert "AWS did not answer after all retries" in err and "Traceback" not in err
+    assert dev_bootstrap("--yes") == 0
+
+
+def test_access_denied_on_one_resource_names_it_and_the_rest_is_applied(dev_account, capsys) -> None:
+    denied = aws_error("logs", "AccessDeniedException", "User: arn:aws:sts::111111111111:assumed-role/x/y is not "
+                       "authorized to perform: logs:CreateLogGroup")
+    with Injector("before-send.logs.CreateLogGroup", denied, times=None):
+        assert dev_bootstrap("--yes") == 1
+    err = capsys.readouterr().err
+    assert "failed: CreateLogGroup failed for logs.group//ecs/data-flows-dev/agent: AccessDeniedException" in err
+    assert "the credentials in use lack this permission" in err and "Traceback" not in err
+    aws.CALLS.reset()
+    assert dev_bootstrap("--yes") == 0
+    assert "logs:CreateLogGroup" in aws.CALLS.mutating() and "ecs:CreateCluster" not in aws.CALLS.mutating()
+
+
+def test_credentials_that_expire_mid_run(dev_account, capsys) -> None:
+    """After the fifth change has been sent, every service answers ExpiredToken (as AWS
+    does when a session ends): the run stops, says to refresh the credentials, and a
+    re-run converges."""
+    changes = [0]
+
+    def expire(event_name: str = "", **_: Any) -> AWSResponse | None:
+        _, service, operation = event_name.split(".")
+        if changes[0] < 5:
+            changes[0] += aws.is_mutating(operation)
+            return None
+        return aws_error(service, "ExpiredTokenException" if service not in ("iam", "sts", "ec2", "s3")
+                         else "ExpiredToken", "The security token included in the request is expired")
+
+    aws.add_handler("before-send", expire)
+    try:
+        assert dev_bootstrap("--yes") == 1
+    finally:
+        aws.remove_handler(expire)
+    err = capsys.readouterr().err
+    assert "apply stopped:" in err and "ExpiredToken" in err
+    assert "the session credentials expired; refresh them" in err and "Traceback" not in err
+    assert dev_bootstrap("--yes") == 0
+
+
+def test_prefect_api_gone_mid_apply(dev_account, capsys, monkeypatch) -> None:
+    """The Prefect API stops answering after the third Prefect write: the run names the
+    Prefect object and the API, and a re-run converges."""
+    import httpx
+
+    from infra_tasks import prefect_objects
+
+    from .conftest import run_cli
+
+    record, writes = prefect_objects._record, [0]  # noqa: SLF001
+
+    def gone(op: str) -> None:
+        writes[0] += 1
+        if writes[0] > 3:
+            raise httpx.ConnectError("All connection attempts failed")
+        record(op)
+
+    monkeypatch.setattr(prefect_objects, "_record", gone)
+    assert run_cli("--env", "dev", "--yes") == 1
+    monkeypatch.setattr(prefect_objects, "_record", record)
+    err = capsys.readouterr().err
+    assert "failed for prefect." in err and "did not answer (ConnectError" in err
+    assert "check that the Prefect server is up" in err and "Traceback" not in err
+    assert run_cli("--env", "dev", "--yes") == 0
+    aws.CALLS.reset()
+    assert run_cli("--env", "dev", "--plan") == 0
