@@ -19,7 +19,6 @@ from .config import InfraConfig
 from .desired import Facts, desired_state, owner_value
 from .diff import diff
 from .ec2 import SecurityGroupHandler, resolve_network
-from .emulator import detected as detected_emulator
 from .emulator import unstored_properties
 from .handler import Handler
 from .model import OWNER_TAG, UNKNOWN, Action, Change, Observed, Plan, Ref, Resource
@@ -326,10 +325,9 @@ def check_agent_image(cfg: InfraConfig, env_name: str, facts: Facts, p: Plan) ->
             f"    aws ecr get-login-password --region {a.region} | docker login --username AWS "
             f"--password-stdin {a.registry}\n"
             f"    docker build -f docker/agent/Dockerfile -t {a.agent_image} . && docker push {a.agent_image}")
-    if detected_emulator():
-        p.warnings.append(f"agent image {a.agent_image} is not in ECR (an AWS emulator runs no containers, so the "
-                          f"agent is registered without it; against AWS the agent's task definition and service "
-                          f"would wait for the push)")
+    if sandboxed():
+        p.warnings.append(f"agent image {a.agent_image} is not in ECR (the sandbox cannot hold images; against "
+                          f"AWS the agent's task definition and service would wait for the push)")
         return
     p.warnings.append(push)
     waiting = {c.key for c in taskdefs}
