@@ -23,6 +23,7 @@ naming the holder.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import datetime as dt
 import logging
 import os
@@ -168,7 +169,10 @@ class Heartbeat:
     def __init__(self, name: str, lease_id: str, record: dict[str, Any]) -> None:
         self.name, self.lease_id, self.record = name, lease_id, record
         self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, name=f"lock-heartbeat-{name}", daemon=True)
+        # In a copy of this context: the Prefect settings in force here (a temporary API
+        # URL) must reach the heartbeat's client too.
+        self.thread = threading.Thread(target=contextvars.copy_context().run, args=(self._run,),
+                                       name=f"lock-heartbeat-{name}", daemon=True)
 
     def _run(self) -> None:
         last_ok = time.monotonic()
