@@ -3,6 +3,7 @@ server per session; the emulator is reset before every test that uses it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -88,6 +89,60 @@ def clean_prefect() -> None:
 @pytest.fixture
 def prefect_clean(prefect_api: None) -> None:
     clean_prefect()
+
+
+RESETS = [0]  # emulator resets in this process (see counted_resets)
+_WARM: dict[str, Any] = {"resets": None, "pristine": True}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def counted_resets() -> Iterator[None]:
+    """Count every reset of the emulator, so a warm stack knows when it was wiped."""
+    original = emulator.reset
+
+    def reset(endpoint: str) -> None:
+        RESETS[0] += 1
+        original(endpoint)
+
+    emulator.reset = reset
+    yield
+    emulator.reset = original
+
+
+@contextlib.contextmanager
+def _shared_stack(moto_url: str, pristine: bool) -> Iterator[Callable[[str], Any]]:
+    with emulator.sandbox_env(moto_url, PROD_ACCOUNT, REGION):
+        if _WARM["resets"] != RESETS[0] or (pristine and not _WARM["pristine"]):
+            emulator.reset(moto_url)
+            clean_prefect()
+            assert run_cli("--env", "production", "--yes", "--no-prefect") == 0
+            _WARM.update(resets=RESETS[0], pristine=True)
+        _WARM["pristine"] = _WARM["pristine"] and pristine
+        aws.CALLS.reset()
+        yield boto_maker(moto_url)
+        aws.CALLS.reset()
+        clean = run_cli("--env", "production", "--plan", "--no-prefect") == 0 and not aws.CALLS.mutating()
+        if not clean:
+            _WARM["resets"] = None
+
+
+@pytest.fixture
+def warm_stack(moto_url: str, prefect_api: None) -> Iterator[Callable[[str], Any]]:
+    """The production stack (AWS side) as a cold bootstrap leaves it, built once and
+    shared by tests that only read it. After each, a plan must be empty (zero mutating
+    calls), else the next user rebuilds it from an empty account."""
+    with _shared_stack(moto_url, pristine=True) as boto:
+        yield boto
+
+
+@pytest.fixture
+def repaired_stack(moto_url: str, prefect_api: None) -> Iterator[Callable[[str], Any]]:
+    """The same stack shared by tests that change it and repair it (the drift cases):
+    each starts from what the last one repaired, which plans empty but is no longer as a
+    cold bootstrap leaves it (e.g. more task-definition revisions), so `warm_stack` users
+    get a fresh one after them."""
+    with _shared_stack(moto_url, pristine=False) as boto:
+        yield boto
 
 
 @pytest.fixture

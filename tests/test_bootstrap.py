@@ -18,9 +18,8 @@ PROJECT = "a1b2c3d4-0000-4000-8000-000000000002"
 
 
 @pytest.fixture
-def stack(bootstrap, boto):
-    assert bootstrap("--yes") == 0
-    return boto
+def stack(warm_stack):
+    return warm_stack
 
 
 def owner_tags(tags: dict[str, str], t: str) -> None:

@@ -9,6 +9,8 @@ import pytest
 
 from infra_tasks import aws
 
+from .conftest import run_cli
+
 P = "data-flows"
 BASE = f"{P}-main"
 
@@ -113,26 +115,28 @@ CASES = [
 
 
 @pytest.mark.parametrize("name,mutate,resource,needle", CASES, ids=[c[0] for c in CASES])
-def test_out_of_band_change_detected_and_repaired(name, mutate, resource, needle, bootstrap, boto, capsys):
-    assert bootstrap("--yes") == 0
+def test_out_of_band_change_detected_and_repaired(name, mutate, resource, needle, repaired_stack, capsys):
+    """Chained on one stack: each case starts from the repaired stack the last one left
+    (the fixture rebuilds it if a case did not repair it)."""
+    boto = repaired_stack
     mutate(boto)
     capsys.readouterr()
     aws.CALLS.reset()
-    assert bootstrap("--plan") == 2
+    assert run_cli("--env", "production", "--no-prefect", "--plan") == 2
     out = capsys.readouterr().out
     assert aws.CALLS.mutating() == []
     changed_lines = [line for line in out.splitlines() if line.startswith(("create", "update", "replace"))]
     # Exactly the touched resource is reported, nothing else.
     assert [line.split()[1] for line in changed_lines] == ([resource] if isinstance(resource, str) else resource), out
     assert needle in out, out
-    assert bootstrap("--yes") == 0
-    assert bootstrap("--plan") == 0
+    assert run_cli("--env", "production", "--no-prefect", "--yes") == 0
+    assert run_cli("--env", "production", "--no-prefect", "--plan") == 0
 
 
-def test_autoscaled_desired_count_is_not_drift(bootstrap, boto):
-    assert bootstrap("--yes") == 0
+def test_autoscaled_desired_count_is_not_drift(repaired_stack):
+    boto = repaired_stack
     boto("ecs").update_service(cluster=BASE, service=f"{BASE}-agent", desiredCount=1)  # within 1..2
-    assert bootstrap("--plan") == 0
+    assert run_cli("--env", "production", "--no-prefect", "--plan") == 0
 
 
 def test_foreign_tags_are_kept(bootstrap, boto):
