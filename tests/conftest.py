@@ -72,6 +72,7 @@ def clean_prefect() -> None:
     as well as an empty emulator (one test server is shared by the session)."""
     from prefect.client.orchestration import get_client
 
+    PREFECT_CLEANS[0] += 1
     with get_client(sync_client=True) as c:
         for d in c.read_deployments():
             c.delete_deployment(d.id)
@@ -92,7 +93,8 @@ def prefect_clean(prefect_api: None) -> None:
 
 
 RESETS = [0]  # emulator resets in this process (see counted_resets)
-_WARM: dict[str, Any] = {"resets": None, "pristine": True}
+PREFECT_CLEANS = [0]  # clean_prefect() calls in this process
+_WARM: dict[str, Any] = {"key": None, "pristine": True}
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -110,20 +112,22 @@ def counted_resets() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _shared_stack(moto_url: str, pristine: bool) -> Iterator[Callable[[str], Any]]:
+def _shared_stack(moto_url: str, pristine: bool, prefect: bool = False) -> Iterator[Callable[[str], Any]]:
+    flags = () if prefect else ("--no-prefect",)
+    key = (RESETS[0], PREFECT_CLEANS[0] if prefect else None)
     with emulator.sandbox_env(moto_url, PROD_ACCOUNT, REGION):
-        if _WARM["resets"] != RESETS[0] or (pristine and not _WARM["pristine"]):
+        if _WARM.get("key") != key or _WARM.get("prefect") != prefect or (pristine and not _WARM["pristine"]):
             emulator.reset(moto_url)
             clean_prefect()
-            assert run_cli("--env", "production", "--yes", "--no-prefect") == 0
-            _WARM.update(resets=RESETS[0], pristine=True)
+            assert run_cli("--env", "production", "--yes", *flags) == 0
+            _WARM.update(key=(RESETS[0], PREFECT_CLEANS[0] if prefect else None), prefect=prefect, pristine=True)
         _WARM["pristine"] = _WARM["pristine"] and pristine
         aws.CALLS.reset()
         yield boto_maker(moto_url)
         aws.CALLS.reset()
-        clean = run_cli("--env", "production", "--plan", "--no-prefect") == 0 and not aws.CALLS.mutating()
+        clean = run_cli("--env", "production", "--plan", *flags) == 0 and not aws.CALLS.mutating()
         if not clean:
-            _WARM["resets"] = None
+            _WARM["key"] = None
 
 
 @pytest.fixture
@@ -142,6 +146,14 @@ def repaired_stack(moto_url: str, prefect_api: None) -> Iterator[Callable[[str],
     cold bootstrap leaves it (e.g. more task-definition revisions), so `warm_stack` users
     get a fresh one after them."""
     with _shared_stack(moto_url, pristine=False) as boto:
+        yield boto
+
+
+@pytest.fixture
+def warm_prefect_stack(moto_url: str, prefect_api: None) -> Iterator[Callable[[str], Any]]:
+    """`warm_stack` with the Prefect side (pools, blocks, deployments, lock), for tests
+    that read it or change nothing (a rejected or invalid update)."""
+    with _shared_stack(moto_url, pristine=True, prefect=True) as boto:
         yield boto
 
 

@@ -31,12 +31,21 @@ def defaults(pool) -> dict[str, Any]:
 
 @pytest.fixture
 def stack(bootstrap, boto):
+    """A fresh stack, for tests that leave it changed."""
     assert bootstrap("--yes", prefect=True) == 0
     return boto
 
 
-def test_pools_blocks_lock_and_deployments(stack) -> None:
-    ec2, sm = stack("ec2"), stack("secretsmanager")
+@pytest.fixture
+def shared(warm_prefect_stack):
+    """The shared stack, for tests that read it or change nothing."""
+    return warm_prefect_stack
+
+
+# --- on the shared stack (consecutive, so it is built once) ---------------------------------
+
+def test_pools_blocks_lock_and_deployments(shared) -> None:
+    ec2, sm = shared("ec2"), shared("secretsmanager")
     vpc = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"][0]["VpcId"]
     subnets = sorted(s["SubnetId"] for s in ec2.describe_subnets()["Subnets"])
     secret_arn = sm.describe_secret(SecretId=f"{P}/prefect-credentials")["ARN"]
@@ -75,6 +84,66 @@ def test_pools_blocks_lock_and_deployments(stack) -> None:
         assert "request" in update.parameter_openapi_schema["properties"]
         assert drift.parameters == {"env": "production", "remediate": False}
 
+
+def test_unreadable_resource_is_not_checked_not_in_sync(shared) -> None:
+    from botocore.awsrequest import AWSResponse
+
+    from flows.drift_check import Status
+
+    class Raw:
+        def stream(self, **_):
+            yield b'{"__type": "AccessDeniedException", "message": "no"}'
+
+    def deny(**_):
+        return AWSResponse("https://x", 400, {"content-type": "application/x-amz-json-1.1"}, Raw())
+    aws.add_handler("before-send.ecr.DescribeRepositories", deny)
+    try:
+        state, report = run_drift()
+    finally:
+        aws.remove_handler(deny)
+    assert state.is_failed()
+    by_key = {f.resource: f for f in report.findings}
+    assert by_key[f"ecr.repository/{P}"].status is Status.NOT_CHECKED
+    assert "AccessDenied" in by_key[f"ecr.repository/{P}"].detail
+
+
+def test_update_bad_request_fails_clearly(shared) -> None:
+    from flows.update import UpdateRequest, infra_update
+
+    aws.CALLS.reset()
+    state = infra_update(request=UpdateRequest(environment="production", agent_cpu=1000), return_state=True)
+    assert state.is_failed()
+    assert "cpu 1000 is not a Fargate size" in state.message and "agent_cpu -> agent.cpu" in state.message
+    assert aws.CALLS.mutating() == []
+
+
+def test_update_rejected_changes_nothing(shared) -> None:
+    th, box = _run_update_in_thread({"environment": "production", "agent_desired_count": 1})
+    run = _wait_paused()
+    aws.CALLS.reset()
+    _resume(run.id, "reject")
+    th.join(120)
+    assert box["state"].is_cancelled()
+    assert aws.CALLS.mutating() == []
+    svc = shared("ecs").describe_services(cluster=f"{P}-main", services=[f"{P}-main-agent"])["services"][0]
+    assert svc["desiredCount"] == 2
+
+
+def test_update_without_approval_times_out_and_changes_nothing(shared) -> None:
+    from flows.update import UpdateRequest, infra_update
+
+    aws.CALLS.reset()
+    state = infra_update(request=UpdateRequest(environment="production", agent_max_count=3), approval_timeout=3,
+                         return_state=True)
+    # The server expires the pause and ends the run Failed ("... never resumed"); nothing is applied.
+    assert not state.is_completed() and "never resumed" in (state.message or "")
+    assert aws.CALLS.mutating() == []
+    target = shared("application-autoscaling").describe_scalable_targets(
+        ServiceNamespace="ecs", ResourceIds=[f"service/{P}-main/{P}-main-agent"])["ScalableTargets"][0]
+    assert target["MaxCapacity"] == 2
+
+
+# --- on a fresh stack each ----------------------------------------------------------------
 
 def test_management_deployments_on_aws_use_agent_pool_image_and_roles(cfg) -> None:
     from infra_tasks.desired import Facts
@@ -189,28 +258,6 @@ def test_drift_check_cli_exit_codes(stack, capsys) -> None:
     assert "attributes.VisibilityTimeout: expected 30, actual 99" in out
 
 
-def test_unreadable_resource_is_not_checked_not_in_sync(stack) -> None:
-    from botocore.awsrequest import AWSResponse
-
-    from flows.drift_check import Status
-
-    class Raw:
-        def stream(self, **_):
-            yield b'{"__type": "AccessDeniedException", "message": "no"}'
-
-    def deny(**_):
-        return AWSResponse("https://x", 400, {"content-type": "application/x-amz-json-1.1"}, Raw())
-    aws.add_handler("before-send.ecr.DescribeRepositories", deny)
-    try:
-        state, report = run_drift()
-    finally:
-        aws.remove_handler(deny)
-    assert state.is_failed()
-    by_key = {f.resource: f for f in report.findings}
-    assert by_key[f"ecr.repository/{P}"].status is Status.NOT_CHECKED
-    assert "AccessDenied" in by_key[f"ecr.repository/{P}"].detail
-
-
 def _run_update_in_thread(request: dict) -> tuple[threading.Thread, dict]:
     from flows.update import UpdateRequest, infra_update
 
@@ -260,42 +307,6 @@ def test_update_applies_after_approval_and_survives_drift_check(stack) -> None:
     drift_state, report = run_drift()
     assert drift_state.is_completed(), report.text()
     assert any("approved in the UI" in n for n in report.notes)
-
-
-def test_update_rejected_changes_nothing(stack) -> None:
-    th, box = _run_update_in_thread({"environment": "production", "agent_desired_count": 1})
-    run = _wait_paused()
-    aws.CALLS.reset()
-    _resume(run.id, "reject")
-    th.join(120)
-    assert box["state"].is_cancelled()
-    assert aws.CALLS.mutating() == []
-    svc = stack("ecs").describe_services(cluster=f"{P}-main", services=[f"{P}-main-agent"])["services"][0]
-    assert svc["desiredCount"] == 2
-
-
-def test_update_without_approval_times_out_and_changes_nothing(stack) -> None:
-    from flows.update import UpdateRequest, infra_update
-
-    aws.CALLS.reset()
-    state = infra_update(request=UpdateRequest(environment="production", agent_max_count=3), approval_timeout=3,
-                         return_state=True)
-    # The server expires the pause and ends the run Failed ("... never resumed"); nothing is applied.
-    assert not state.is_completed() and "never resumed" in (state.message or "")
-    assert aws.CALLS.mutating() == []
-    target = stack("application-autoscaling").describe_scalable_targets(
-        ServiceNamespace="ecs", ResourceIds=[f"service/{P}-main/{P}-main-agent"])["ScalableTargets"][0]
-    assert target["MaxCapacity"] == 2
-
-
-def test_update_bad_request_fails_clearly(stack) -> None:
-    from flows.update import UpdateRequest, infra_update
-
-    aws.CALLS.reset()
-    state = infra_update(request=UpdateRequest(environment="production", agent_cpu=1000), return_state=True)
-    assert state.is_failed()
-    assert "cpu 1000 is not a Fargate size" in state.message and "agent_cpu -> agent.cpu" in state.message
-    assert aws.CALLS.mutating() == []
 
 
 def test_second_mutating_run_is_excluded(stack, bootstrap, capsys) -> None:
