@@ -84,22 +84,22 @@ def test_a_killed_holder_elsewhere_is_taken_over_when_its_heartbeat_stops(prefec
 def test_a_live_holder_is_never_taken_over(prefect_clean, cfg: InfraConfig, monkeypatch, quick) -> None:
     """A live holder beats, so a waiter that gives up after several stale periods never
     takes the lock, and the holder's lease stays valid throughout."""
-    monkeypatch.setattr(lock, "BEAT_SECONDS", 0.3)
-    monkeypatch.setattr(lock, "STALE_SECONDS", 1.5)
+    monkeypatch.setattr(lock, "BEAT_SECONDS", 0.5)
+    monkeypatch.setattr(lock, "STALE_SECONDS", 4.0)  # eight beats: room for a loaded machine
     monkeypatch.setattr(lock, "dead_on_this_machine", lambda holder: False)  # judge by the heartbeat alone
     holding, done = threading.Event(), threading.Event()
 
     def hold() -> None:
         with lock.held(cfg, "production", command="a long apply"):
             holding.set()
-            done.wait(30)
+            done.wait(60)
 
     t = threading.Thread(target=hold)
     t.start()
     try:
         assert holding.wait(30)
-        with pytest.raises(InfraError, match=r"holds the lock .*a long apply \(pid \d+ on .*waited 5s"):
-            with lock.held(cfg, "production", timeout=5):
+        with pytest.raises(InfraError, match=r"holds the lock .*a long apply \(pid \d+ on .*waited 12s"):
+            with lock.held(cfg, "production", timeout=12):  # three stale periods
                 pass
         assert interrupt.requested() is None  # the holder's lease was renewed throughout
     finally:
