@@ -128,8 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         print(exc.report(), file=sys.stderr)
         return EXIT_INTERRUPTED
     except KeyboardInterrupt:
-        print("stopped: interrupted (Ctrl-C) before or after the apply; no change was under way. Re-run the same "
-              "command to continue.", file=sys.stderr)
+        print("stopped: interrupted (Ctrl-C). Changes already made stay made; re-run the same command to continue "
+              "(they are not repeated).", file=sys.stderr)
         return EXIT_INTERRUPTED
     except (InfraError, ConfigError) as exc:
         return fail(str(exc))

@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         print(exc.report(), file=sys.stderr)
         return EXIT_INTERRUPTED
     except KeyboardInterrupt:
-        print("stopped: interrupted (Ctrl-C); no change was under way.", file=sys.stderr)
+        print("stopped: interrupted (Ctrl-C). Re-run the same command to check again.", file=sys.stderr)
         return EXIT_INTERRUPTED
     except (InfraError, ConfigError) as exc:
         return fail(str(exc))
