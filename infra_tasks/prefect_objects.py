@@ -11,6 +11,11 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+# Imported here, once, in the importing (main) thread: a first import of prefect_aws
+# from several reader or apply threads at once can fail in one of them, which removes
+# it from sys.modules under the others ("KeyError: 'prefect_aws'" when saving a block).
+from prefect_aws import AwsCredentials, S3Bucket  # noqa: E402
+
 from .aws import CallLog, InfraError
 from .handler import Handler
 from .model import Diff, Observed, Resource
@@ -123,8 +128,6 @@ class WorkPoolHandler(Handler):
 # --- blocks ------------------------------------------------------------------------------
 
 def _block_class(slug: str) -> Any:
-    from prefect_aws import AwsCredentials, S3Bucket
-
     return {"aws-credentials": AwsCredentials, "s3-bucket": S3Bucket}[slug]
 
 
