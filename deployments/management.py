@@ -54,7 +54,7 @@ def parameter_schema(dep: ManagementDeployment) -> dict[str, Any]:
 def default_parameters(dep: ManagementDeployment, env: str) -> dict[str, Any]:
     if dep is DRIFT_CHECK:
         return {"env": env, "remediate": False}
-    return {"request": {"environment": env, "dry_run": True}}
+    return {"request": {"environment": env}}  # dry_run stays off: approval guards the apply
 
 
 def deployment_name(prefix: str, env: str) -> str:

@@ -83,6 +83,9 @@ def test_pools_blocks_lock_and_deployments(shared) -> None:
         assert c.read_deployment_schedules(update.id) == []
         assert "request" in update.parameter_openapi_schema["properties"]
         assert drift.parameters == {"env": "production", "remediate": False}
+        # The UI's custom-run form starts from these: a real request (plan, approval),
+        # not a dry run the user must notice and switch off.
+        assert update.parameters == {"request": {"environment": "production"}}
 
 
 def test_unreadable_resource_is_not_checked_not_in_sync(shared) -> None:
