@@ -84,7 +84,8 @@ def jobs(moto_url: str, prefect_api: None) -> Iterator[Jobs]:
                                                     "Action": "sts:AssumeRole"}]}))
         iam.delete_role_policy(RoleName=f"{P}-staging-flow-task", PolicyName="flow-task")
         iam.delete_role(RoleName=f"{P}-staging-flow-task")
-        with rec.acting_as(f"{P}-ci-deploy"):  # CI's apply: a trust repair and a re-created role
+        boto("s3").delete_bucket(Bucket=f"{P}-staging-flows-{A}")  # empty: re-created tagged, in one call
+        with rec.acting_as(f"{P}-ci-deploy"):  # CI's apply: a trust repair, a re-created role and bucket
             assert run_cli("--env", "production", "--yes", "--no-prefect") == 0
             assert run_cli("--env", "production", "--plan", "--no-prefect") == 0
         yield Jobs(boto, list(rec.calls))
@@ -121,7 +122,7 @@ def test_write_role_repairs_every_kind_of_drift_and_applies_updates(jobs: Jobs) 
 def test_ci_deploy_recreates_runtime_roles_and_repairs_trust(jobs: Jobs) -> None:
     reqs = jobs.requests(f"{P}-ci-deploy")
     assert {r.action for r in reqs} >= {"iam:CreateRole", "iam:UpdateAssumeRolePolicy", "iam:PutRolePolicy",
-                                        "iam:TagRole"}
+                                        "iam:TagRole", "s3:CreateBucket", "s3:TagResource"}
     assert_allowed(jobs, f"{P}-ci-deploy", reqs)
 
 
