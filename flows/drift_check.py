@@ -9,7 +9,7 @@ resource carrying our ownership tag that is no longer desired is UNMANAGED. The 
 publishes a table artifact (`drift-{env}`) and a markdown summary
 (`drift-{env}-summary`) and ends Failed when anything drifted, so automations can
 notify. With `remediate`, MODIFIED and DELETED resources are repaired through the
-normal apply path, under the environment's lock. Exit codes: 0 in sync, 2 drift, 1 error.
+normal apply path, under the environment's lock. Exit codes: 0 in sync, 2 drift, 1 error, 130 Ctrl-C.
 """
 
 from __future__ import annotations
