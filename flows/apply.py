@@ -17,10 +17,10 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
 from prefect.states import Cancelled, Failed, State
 
-from infra_tasks import emulator, engine, iam_policies, interrupt, lock, progress
+from infra_tasks import engine, iam_policies, interrupt, lock, progress
 from infra_tasks.aws import InfraError
 from infra_tasks.config import InfraConfig
-from infra_tasks.desired import Facts
+from infra_tasks.facts import Facts
 from infra_tasks.interrupt import Interrupted
 from infra_tasks.model import Action, Change, Plan
 from infra_tasks.names import Account
@@ -160,7 +160,7 @@ def _apply(cfg: InfraConfig, env: str, facts: Facts, parallelism: int, adopt: bo
     if verify.applicable:
         raise InfraError("verify: after applying, these still differ from the configuration:\n"
                          + render_text(verify))
-    if wait_stable and not emulator.detected() and any(c.resource.kind == "ecs.service" for c in plan.applicable):
+    if wait_stable and not facts.emulated and any(c.resource.kind == "ecs.service" for c in plan.applicable):
         wait_for_agents(acct)
     log.info("verified: %d resources match the configuration", len(verify.changes) - len(verify.deferred))
     return {"environment": env, "applied": len(plan.applicable), "counts": plan.counts(),

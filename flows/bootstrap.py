@@ -26,6 +26,7 @@ from infra_tasks import engine, interrupt, progress
 from infra_tasks.aws import CALLS, InfraError
 from infra_tasks.config import ConfigError, InfraConfig
 from infra_tasks.effective import effective_config
+from infra_tasks.facts import gather_facts
 from infra_tasks.interrupt import Interrupted
 from infra_tasks.model import Plan
 from infra_tasks.prefect_objects import PREFECT_CALLS
@@ -46,7 +47,7 @@ def apply_infra(env: str, config_path: str | None = None, overrides: dict[str, A
     message, a requested stop Cancelled with what was done: neither is a crash."""
     try:
         cfg, notes = effective_config(config_path, env, overrides, use_prefect=include_prefect)
-        facts = engine.gather_facts(cfg, env)
+        facts = gather_facts(cfg, env)
         return apply_locked(cfg, env, facts, parallelism=parallelism, adopt=adopt, expected_digest=expected_digest,
                             include_prefect=include_prefect, wait_stable=wait_stable, notes=notes,
                             command=f"bootstrap of {env}")

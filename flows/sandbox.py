@@ -134,7 +134,7 @@ def _main(argv: list[str] | None = None) -> int:
     state.mkdir(parents=True, exist_ok=True)
     port = args.port or emulator.free_port()
     account = cfg.env(args.env).account_id
-    from infra_tasks.desired_prefect import sandbox_pool
+    from infra_tasks.names import sandbox_pool
 
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -157,7 +157,7 @@ def _main(argv: list[str] | None = None) -> int:
         boot = ["--env", args.env, "--yes"] + (["--config", args.config] if args.config else [])
         if bootstrap(boot) != 0:
             return fail("bootstrap failed; see above")
-        pool = sandbox_pool(cfg, args.env)
+        pool = sandbox_pool(cfg.prefix, args.env)
         with process_worker(pool, state / "worker.log") as worker:
             ui = api.removesuffix("/api")
             print(f"""

@@ -26,6 +26,7 @@ from infra_tasks import engine
 from infra_tasks import overrides as persisted
 from infra_tasks.aws import InfraError
 from infra_tasks.config import ConfigError, deep_merge, load_config
+from infra_tasks.facts import gather_facts
 from infra_tasks.names import Account
 from infra_tasks.render import render_text
 
@@ -89,7 +90,7 @@ def infra_update(request: UpdateRequest, config_path: str | None = None, approva
         fields = ", ".join(f"{n} -> {s}.{k}" for n, (s, k) in FIELDS.items())
         return Failed(message=f"invalid request: {exc}\n(UI fields map to config keys: {fields}). "
                               f"Nothing was changed.")
-    facts = engine.gather_facts(cfg, env)
+    facts = gather_facts(cfg, env)
     plan = engine.plan(cfg, env, facts, include_prefect=True, parallelism=parallelism,
                        notes=[f"requested values: {persisted.flatten(wanted)} (recorded version now {version})"])
     text = render_text(plan)

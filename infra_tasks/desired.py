@@ -1,36 +1,42 @@
 """The desired state: every resource of one environment as pure data.
 
-Inputs are the validated config and facts read beforehand (account, region, the
-resolved network). Values AWS assigns (security-group ids, the secret's ARN) are
-`Ref`s to the resource that will know them.
+Inputs are the validated config and the facts read beforehand (`facts.py`: account,
+region, the resolved network, credentials given); nothing here reads the environment.
+Values AWS assigns (security-group ids, the secret's ARN) are `Ref`s to the resource
+that will know them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from . import autoscaling, ecr, ecs, ecs_taskdef, events, iam, iam_policies, logs, s3, secrets, sqs
 from .config import ConfigError, InfraConfig
-from .ec2 import NetworkFacts, sg_props
-from .model import OWNER_TAG, TYPE_TAG, Ref, Resource
+from .ec2 import sg_props
+from .facts import Facts
+from .model import OWNER_TAG, TYPE_TAG, Ref, Resource, Sensitive
 from .names import Account, Deployment
 
 OWNER_VALUE = "prefect-aws-stack"
 
 
-@dataclass(frozen=True)
-class Facts:
-    account_id: str
-    region: str
-    network: NetworkFacts
-    partition: str = "aws"
-    # Who runs this: the caller's ARN (sts:GetCallerIdentity), to refuse up front what
-    # one of the project's own roles may not do.
-    caller_arn: str = ""
-
-
 def owner_value(cfg: InfraConfig) -> str:
     return f"{OWNER_VALUE}/{cfg.prefix}"
+
+
+def secret_value(facts: Facts) -> Sensitive | None:
+    """The value to keep the Prefect secret equal to: only when rotation is asked for
+    (`bootstrap --rotate-credentials`). Otherwise the stored value is never read: flow runs
+    have PREFECT_API_* in their environment and must not rewrite it."""
+    return facts.prefect_credentials if facts.rotate_credentials else None
+
+
+def secret_initial_value(facts: Facts) -> Sensitive | None:
+    """The value to create a missing secret with."""
+    if facts.prefect_credentials is None and facts.sandbox:
+        # Sandbox only: a placeholder so the whole stack can be built without Prefect Cloud;
+        # only ever used to create, never compared with an existing secret.
+        url = facts.prefect_api_url or "http://127.0.0.1:4200/api"
+        return Sensitive({"PREFECT_API_URL": url, "PREFECT_API_KEY": "sandbox"})
+    return facts.prefect_credentials
 
 
 def tags(cfg: InfraConfig, env_name: str, deployment_type: str | None) -> dict[str, str]:
@@ -53,8 +59,8 @@ def account_resources(cfg: InfraConfig, a: Account, facts: Facts) -> list[Resour
     return [
         Resource("ecr.repository", a.ecr_repository,
                  ecr.desired_props(cfg.ecr.images_kept, cfg.ecr.tag_mutability, t)),
-        Resource("secretsmanager.secret", a.secret_name, secrets.desired_props(t, secrets.credentials_from_env()),
-                 ident={"initial": secrets.initial_value()}),
+        Resource("secretsmanager.secret", a.secret_name, secrets.desired_props(t, secret_value(facts)),
+                 ident={"initial": secret_initial_value(facts)}),
         Resource("iam.oidc_provider", a.oidc_host, {"audience_registered": True, "tags": t},
                  ident={"audience": cfg.circleci.org_id}),
         Resource("iam.role", a.ci_deploy_role, iam.role_props(

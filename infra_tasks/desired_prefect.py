@@ -4,19 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import management
 from .config import InfraConfig
-from .desired import Facts
+from .facts import Facts
 from .model import Ref, Resource
-from .names import Account, Deployment
+from .names import Account, Deployment, lock_name, management_deployment_name, sandbox_pool
 from .prefect_objects import schedule_key
-
-
-def lock_name(cfg: InfraConfig, env_name: str) -> str:
-    return f"{cfg.prefix}-{env_name}-infra-mutations"
-
-
-def sandbox_pool(cfg: InfraConfig, env_name: str) -> str:
-    return f"{cfg.prefix}-{env_name}-sandbox"
 
 
 def result_storage_env(d: Deployment) -> dict[str, str]:
@@ -58,10 +51,8 @@ def pool_defaults(cfg: InfraConfig, d: Deployment, facts: Facts, cred_key: str) 
     }
 
 
-def prefect_resources(cfg: InfraConfig, env_name: str, facts: Facts, sandbox: bool,
-                      endpoint_url: str | None) -> list[Resource]:
-    from deployments import management
-
+def prefect_resources(cfg: InfraConfig, env_name: str, facts: Facts) -> list[Resource]:
+    sandbox, endpoint_url = facts.sandbox, facts.endpoint_url
     a = Account(cfg, env_name, facts.account_id, facts.region, facts.partition)
     out: list[Resource] = []
     for d in a.deployments:
@@ -78,11 +69,11 @@ def prefect_resources(cfg: InfraConfig, env_name: str, facts: Facts, sandbox: bo
             "defaults": pool_defaults(cfg, d, facts, cred_key)},
             deps=(f"ecs.cluster/{d.cluster}", f"iam.role/{d.flow_exec_role}", f"iam.role/{d.flow_task_role}",
                   f"logs.group/{d.flow_log_group}"), deployment_type=d.t))
-    lock = lock_name(cfg, env_name)
+    lock = lock_name(cfg.prefix, env_name)
     out.append(Resource("prefect.concurrency_limit", lock, {"limit": 1, "active": True}))
     mgmt = a.deployment(cfg.management_type(env_name))
     if sandbox:
-        pool = sandbox_pool(cfg, env_name)
+        pool = sandbox_pool(cfg.prefix, env_name)
         out.append(Resource("prefect.work_pool", pool, {
             "type": "process", "description": "Sandbox stand-in for the ECS agent: runs management flows locally",
             "defaults": {}}))
@@ -96,7 +87,7 @@ def prefect_resources(cfg: InfraConfig, env_name: str, facts: Facts, sandbox: bo
         job_variables: dict[str, Any] = {"env": {"INFRA_ENV": env_name, "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "false"}}
         if not sandbox:
             job_variables.update(image=a.agent_image, task_role_arn=a.role_arn(role))
-        name = management.deployment_name(cfg.prefix, env_name)
+        name = management_deployment_name(cfg.prefix, env_name)
         out.append(Resource("prefect.deployment", f"{spec.flow_name}/{name}", {
             "work_pool_name": pool,
             "entrypoint": spec.entrypoint,

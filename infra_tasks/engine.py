@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextvars
-import os
+from dataclasses import dataclass
 from typing import Any, Iterable
 
 from . import autoscaling, ecr, ecs, ecs_taskdef, events, iam, logs, prefect_objects, s3, secrets, sqs
-from .aws import BotoCoreError, ClientError, InfraError, client, translate, use_region
+from .aws import BotoCoreError, ClientError, InfraError, translate
 from .config import InfraConfig
-from .desired import Facts, desired_state, owner_value
+from .desired import desired_state, owner_value
+from .desired_prefect import prefect_resources
 from .diff import diff
-from .ec2 import SecurityGroupHandler, resolve_network
-from .emulator import unstored_properties
+from .ec2 import SecurityGroupHandler
+from .emulator import UNSTORED_PROPERTIES
+from .facts import Facts, gather_facts
 from .handler import Handler
+from .names import Account
 from .model import OWNER_TAG, UNKNOWN, Action, Change, Observed, Plan, Ref, Resource
 
 HANDLERS: dict[str, Handler] = {h.kind: h for h in (
@@ -29,42 +32,6 @@ HANDLERS: dict[str, Handler] = {h.kind: h for h in (
     events.RuleHandler(), ecs.ClusterHandler(), ecs_taskdef.TaskDefinitionHandler(), ecs.ServiceHandler(),
     autoscaling.ScalableTargetHandler(), autoscaling.ScalingPolicyHandler(), *prefect_objects.HANDLERS,
 )}
-
-
-class AccountMismatch(InfraError):
-    pass
-
-
-def caller_account() -> tuple[str, str]:
-    ident = client("sts").get_caller_identity()
-    return ident["Account"], ident["Arn"]
-
-
-def account_guard(cfg: InfraConfig, env_name: str) -> tuple[str, str]:
-    """The credentials must belong to the environment's configured account."""
-    want = cfg.env(env_name).account_id
-    try:
-        got, arn = caller_account()
-    except (ClientError, BotoCoreError) as exc:
-        raise translate(exc, "sts:GetCallerIdentity", f"environment {env_name!r}") from None
-    if got != want:
-        raise AccountMismatch(
-            f"account guard: environment {env_name!r} is configured for account {want} (infra.toml "
-            f"environments.{env_name}.account_id) but the credentials in use belong to account {got} ({arn}); "
-            f"switch AWS_PROFILE to the {env_name} account or fix the account id. Nothing was changed."
-        )
-    return got, arn
-
-
-def gather_facts(cfg: InfraConfig, env_name: str) -> Facts:
-    use_region(cfg.region)
-    account, caller = account_guard(cfg, env_name)
-    try:
-        network = resolve_network(cfg.env(env_name).network, f"environments.{env_name}")
-    except (ClientError, BotoCoreError) as exc:
-        raise translate(exc, getattr(exc, "operation_name", "reading the network"),
-                        f"the network of environment {env_name!r}") from None
-    return Facts(account_id=account, region=cfg.region, network=network, caller_arn=caller)
 
 
 # --- references ---------------------------------------------------------------------
@@ -129,18 +96,53 @@ def topo_order(resources: list[Resource]) -> list[Resource]:
 
 # --- deciding (pure) ----------------------------------------------------------------
 
-def decide(res: Resource, observed: Observed | None, outputs: dict[str, dict[str, Any]], owner: str,
-           adopt: bool = False) -> Change:
+@dataclass(frozen=True)
+class Decision:
+    """What `decide()` knows besides the resource, what was read and its dependencies'
+    outputs: taken from the config and the facts once per plan."""
+
+    owner: str
+    adopt: bool = False
+    # The moto emulator: properties it does not store are sent but not compared.
+    emulated: bool = False
+    # The agent image tag when it is not in ECR (and the agent must wait for its push);
+    # None when it is there, not ours to check, or in the sandbox (which cannot hold images).
+    missing_image: str | None = None
+
+    @classmethod
+    def of(cls, cfg: InfraConfig, facts: Facts, adopt: bool = False) -> "Decision":
+        missing = (cfg.agent.image_tag if facts.agent_image_present is False and not facts.sandbox else None)
+        return cls(owner_value(cfg), adopt, facts.emulated, missing)
+
+
+def decide(res: Resource, observed: Observed | None, outputs: dict[str, dict[str, Any]], how: Decision,
+           waiting: frozenset[str] = frozenset()) -> Change:
+    """The change one resource needs. `waiting`: resources whose changes wait for
+    something outside this run (a change that depends on one of them waits too)."""
+    change = _decide(res, observed, outputs, how)
+    if not change.action.mutates:
+        return change
+    if res.kind == "ecs.task_definition" and change.action in (Action.CREATE, Action.REPLACE) and how.missing_image:
+        change.deferred = f"waits for the agent image {how.missing_image!r} to be pushed"
+    elif any(d in waiting for d in all_deps(res)):
+        change.deferred = f"waits for the agent image {how.missing_image!r} to be pushed"
+    if change.deferred:
+        change.reason = f"{change.reason}; deferred: {change.deferred}"
+    return change
+
+
+def _decide(res: Resource, observed: Observed | None, outputs: dict[str, dict[str, Any]], how: Decision) -> Change:
     handler = HANDLERS[res.kind]
     desired = resolve(res.props, outputs)
+    uncompared = UNSTORED_PROPERTIES.get(res.kind, ()) if how.emulated else ()
     if observed is None:
         blocker = handler.create_blocker(res, desired)
         return Change(res, Action.CREATE, blocker or "does not exist", blocker=blocker)
     reason_prefix = ""
     manage_tags = True
     have_owner = observed.tags.get(OWNER_TAG)
-    if handler.taggable and handler.ownership_checked and have_owner != owner:
-        if have_owner and not adopt:
+    if handler.taggable and handler.ownership_checked and have_owner != how.owner:
+        if have_owner and not how.adopt:
             return Change(res, Action.CONFLICT,
                           f"owned by another stack ({OWNER_TAG}={have_owner}); re-run with --adopt to take it over",
                           observed=observed)
@@ -149,30 +151,30 @@ def decide(res: Resource, observed: Observed | None, outputs: dict[str, dict[str
             desired = {**desired, "tags": None}
             manage_tags = False
             reason_prefix = "adopted existing; "
-        elif not adopt:
+        elif not how.adopt:
             return Change(res, Action.CONFLICT,
-                          f"exists without the ownership tag {OWNER_TAG}={owner}; re-run with --adopt to manage it "
+                          f"exists without the ownership tag {OWNER_TAG}={how.owner}; re-run with --adopt to manage it "
                           f"(adds the tag and reconciles it to the config)", observed=observed)
         else:
             reason_prefix = "adopting (adds ownership tag); "
-    diffs = property_diffs(desired, observed, res.kind)
+    diffs = property_diffs(desired, observed, uncompared)
     if not diffs:
-        return Change(res, Action.NOOP, reason_prefix + "in sync", observed=observed, manage_tags=manage_tags)
+        return Change(res, Action.NOOP, reason_prefix + "in sync", observed=observed, manage_tags=manage_tags,
+                      uncompared=uncompared)
     replace = [d for d in diffs if any(d.path == p or d.path.startswith(p + ".") for p in handler.replace_paths)]
     if replace:
-        how = ("registers a new revision (the old one is kept)" if handler.replace_is_safe
-               else "cannot change in place; bootstrap never deletes, so this needs a manual step")
+        what = ("registers a new revision (the old one is kept)" if handler.replace_is_safe
+                else "cannot change in place; bootstrap never deletes, so this needs a manual step")
         return Change(res, Action.REPLACE, f"{reason_prefix}{', '.join(sorted({d.path.split('.')[0] for d in replace}))}"
-                      f" changed: {how}", diffs, observed, manage_tags=manage_tags)
+                      f" changed: {what}", diffs, observed, manage_tags=manage_tags, uncompared=uncompared)
     n = len(diffs)
     return Change(res, Action.UPDATE, f"{reason_prefix}{n} propert{'y differs' if n == 1 else 'ies differ'}",
-                  diffs, observed, manage_tags=manage_tags)
+                  diffs, observed, manage_tags=manage_tags, uncompared=uncompared)
 
 
-def property_diffs(desired: dict[str, Any], observed: Observed, kind: str = "") -> list:
-    gaps = unstored_properties(kind)
-    if gaps:
-        desired = {k: (None if k in gaps else v) for k, v in desired.items()}
+def property_diffs(desired: dict[str, Any], observed: Observed, uncompared: tuple[str, ...] = ()) -> list:
+    if uncompared:
+        desired = {k: (None if k in uncompared else v) for k, v in desired.items()}
     actual = dict(observed.props)
     if isinstance(desired.get("tags"), dict):
         # Only the tags we declare are compared; others' tags (and aws:*) are left alone.
@@ -230,11 +232,11 @@ def read_all(resources: list[Resource], parallelism: int, tolerant: bool = False
         return {k: f.result() for k, f in futures.items()}
 
 
-def decide_all(resources: list[Resource], observed: dict[str, Any], owner: str,
-               adopt: bool) -> list[Change]:
+def decide_all(resources: list[Resource], observed: dict[str, Any], how: Decision) -> list[Change]:
     outputs: dict[str, dict[str, Any]] = {}
     changes: list[Change] = []
     unchecked: dict[str, str] = {}
+    waiting: set[str] = set()
     for res in topo_order(resources):
         got = observed.get(res.key)
         if isinstance(got, ReadFailed):
@@ -246,24 +248,19 @@ def decide_all(resources: list[Resource], observed: dict[str, Any], owner: str,
             unchecked[res.key] = f"depends on {blocked[0]}, which could not be read"
             changes.append(Change(res, Action.NOT_CHECKED, unchecked[res.key]))
             continue
-        change = decide(res, got, outputs, owner, adopt)
+        change = decide(res, got, outputs, how, frozenset(waiting))
+        if change.deferred:
+            waiting.add(res.key)
         if change.observed is not None and change.action in (Action.NOOP, Action.UPDATE, Action.CONFLICT):
             outputs[res.key] = change.observed.outputs
         changes.append(change)
     return changes
 
 
-def sandboxed() -> bool:
-    return bool(os.environ.get("INFRA_SANDBOX_ACCOUNT"))
-
-
 def all_resources(cfg: InfraConfig, env_name: str, facts: Facts, include_prefect: bool) -> list[Resource]:
     resources = desired_state(cfg, env_name, facts)
     if include_prefect:
-        from .desired_prefect import prefect_resources
-
-        resources += prefect_resources(cfg, env_name, facts, sandbox=sandboxed(),
-                                       endpoint_url=os.environ.get("AWS_ENDPOINT_URL"))
+        resources += prefect_resources(cfg, env_name, facts)
     return resources
 
 
@@ -273,10 +270,12 @@ def plan(cfg: InfraConfig, env_name: str, facts: Facts | None = None, adopt: boo
     facts = facts or gather_facts(cfg, env_name)
     resources = all_resources(cfg, env_name, facts, include_prefect)
     observed = read_all(resources, parallelism, tolerant)
-    changes = decide_all(resources, observed, owner_value(cfg), adopt)
+    how = Decision.of(cfg, facts, adopt)
+    changes = decide_all(resources, observed, how)
     p = Plan(env_name, facts.account_id, facts.region, changes, notes=list(notes or []))
-    check_agent_image(cfg, env_name, facts, p)
-    check_caller_role(cfg, env_name, facts, p)
+    a = Account(cfg, env_name, facts.account_id, facts.region, facts.partition)
+    p.warnings.extend(image_warnings(a, facts, p))
+    check_caller_role(a, facts, p)
     if facts.network.public_subnets and not cfg.env(env_name).network.assign_public_ip:
         p.warnings.append(
             f"subnets {', '.join(facts.network.public_subnets)} map public IPs on launch (public subnets); the agent "
@@ -286,14 +285,12 @@ def plan(cfg: InfraConfig, env_name: str, facts: Facts | None = None, adopt: boo
     return p
 
 
-def check_caller_role(cfg: InfraConfig, env_name: str, facts: Facts, p: Plan) -> None:
+def check_caller_role(a: Account, facts: Facts, p: Plan) -> None:
     """Running as one of the project's own roles (CI's apply, an infra-update run), mark
     what that role may not change, so the apply stops before any change instead of
     half-way with AccessDenied."""
     from .iam_policies import beyond_role
-    from .names import Account
 
-    a = Account(cfg, env_name, facts.account_id, facts.region, facts.partition)
     role = a.project_role_of(facts.caller_arn)
     if role is None:
         return
@@ -303,40 +300,23 @@ def check_caller_role(cfg: InfraConfig, env_name: str, facts: Facts, p: Plan) ->
             c.blocker = why
 
 
-def check_agent_image(cfg: InfraConfig, env_name: str, facts: Facts, p: Plan) -> None:
-    """Before pointing the agent at an image, it must be in ECR. If it is not, the agent's
-    task definition and everything that depends on it wait (deferred) and the plan says how
-    to push it; the rest is applied (this is the order CI follows: registry and roles,
-    push, then the agent)."""
-    from .ecr import image_exists
-    from .names import Account
-
-    a = Account(cfg, env_name, facts.account_id, facts.region, facts.partition)
-    if cfg.agent.image_repository:
-        return  # an external registry: not ours to check
-    taskdefs = [c for c in p.changes if c.resource.kind == "ecs.task_definition"
-                and c.action in (Action.CREATE, Action.REPLACE)]
-    if not taskdefs:
-        return
-    repo_planned = any(c.resource.kind == "ecr.repository" and c.action is Action.CREATE for c in p.changes)
-    if not repo_planned and image_exists(a.ecr_repository, cfg.agent.image_tag):
-        return
-    push = (f"agent image {a.agent_image} is not in ECR. Push it, then run bootstrap again:\n"
+def image_warnings(a: Account, facts: Facts, p: Plan) -> list[str]:
+    """Before pointing the agent at an image, it must be in ECR. When it is not, the agent's
+    task definition and everything that depends on it wait (decided in `decide()`), and
+    the plan says how to push it; the rest is applied (this is the order CI follows:
+    registry and roles, push, then the agent)."""
+    if facts.agent_image_present is not False:
+        return []
+    if not any(c.resource.kind == "ecs.task_definition" and c.action in (Action.CREATE, Action.REPLACE)
+               for c in p.changes):
+        return []
+    if facts.sandbox:
+        return [f"agent image {a.agent_image} is not in ECR (the sandbox cannot hold images; against "
+                f"AWS the agent's task definition and service would wait for the push)"]
+    return [f"agent image {a.agent_image} is not in ECR. Push it, then run bootstrap again:\n"
             f"    aws ecr get-login-password --region {a.region} | docker login --username AWS "
             f"--password-stdin {a.registry}\n"
-            f"    docker build -f docker/agent/Dockerfile -t {a.agent_image} . && docker push {a.agent_image}")
-    if sandboxed():
-        p.warnings.append(f"agent image {a.agent_image} is not in ECR (the sandbox cannot hold images; against "
-                          f"AWS the agent's task definition and service would wait for the push)")
-        return
-    p.warnings.append(push)
-    waiting = {c.key for c in taskdefs}
-    for c in p.changes:  # changes come in dependency order
-        if c.key in waiting or (c.action.mutates and any(d in waiting for d in all_deps(c.resource))):
-            waiting.add(c.key)
-            if c.action.mutates:
-                c.deferred = f"waits for the agent image {cfg.agent.image_tag!r} to be pushed"
-                c.reason = f"{c.reason}; deferred: {c.deferred}"
+            f"    docker build -f docker/agent/Dockerfile -t {a.agent_image} . && docker push {a.agent_image}"]
 
 
 # --- applying one change ------------------------------------------------------------
@@ -360,7 +340,7 @@ def apply_change(change: Change, outputs: dict[str, dict[str, Any]]) -> dict[str
             # Recompute with references now known (an id created earlier in this run).
             if not change.manage_tags:
                 props = {**props, "tags": None}
-            diffs = property_diffs(props, change.observed, res.kind)
+            diffs = property_diffs(props, change.observed, change.uncompared)
             if not diffs:
                 return change.observed.outputs
             return handler.update(res, props, change.observed, diffs)
@@ -372,3 +352,29 @@ def apply_change(change: Change, outputs: dict[str, dict[str, Any]]) -> dict[str
         raise prefect_objects.translate(exc, change.action.value, res.key) from None
     raise InfraError(f"{res.key}: cannot apply a {change.action.value} change")
 
+
+# --- an explicit list of resources ------------------------------------------------------
+
+def plan_resources(resources: list[Resource], owner: str = "", adopt: bool = False,
+                   parallelism: int = 8) -> list[Change]:
+    """Read and decide just these resources, with no account guard and no AWS facts: for
+    callers that manage a few objects of their own (the flow deployer's deployments)."""
+    observed = read_all(resources, parallelism)
+    return decide_all(resources, observed, Decision(owner, adopt))
+
+
+def apply_changes(changes: list[Change], done: list[Change] | None = None) -> dict[str, dict[str, Any]]:
+    """Apply decided changes one after the other, in the (dependency) order given; no-ops
+    only pass their outputs on. Nothing starts if any change is blocked. Each change
+    applied is appended to `done`, so a caller can say what was made before an error."""
+    blocked = [why for c in changes if (why := blocking(c))]
+    if blocked:
+        raise InfraError("nothing was changed:\n  " + "\n  ".join(blocked))
+    outputs: dict[str, dict[str, Any]] = {}
+    for change in changes:
+        if change.deferred is not None:
+            continue
+        outputs[change.key] = apply_change(change, outputs)
+        if change.action.mutates and done is not None:
+            done.append(change)
+    return outputs

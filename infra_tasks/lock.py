@@ -35,7 +35,7 @@ from typing import Any, Iterator
 from . import interrupt
 from .aws import InfraError
 from .config import InfraConfig
-from .desired_prefect import lock_name
+from .names import lock_name
 from .model import Resource
 from .prefect_objects import ConcurrencyLimitHandler
 
@@ -50,7 +50,7 @@ def holder_variable(name: str) -> str:
 
 
 def ensure(cfg: InfraConfig, env_name: str) -> str:
-    name = lock_name(cfg, env_name)
+    name = lock_name(cfg.prefix, env_name)
     handler = ConcurrencyLimitHandler()
     res = Resource(handler.kind, name, {"limit": 1, "active": True})
     if handler.read(res) is None:

@@ -160,6 +160,8 @@ class Change:
     blocker: str | None = None
     # False for a shared resource adopted as it is: its tags stay its owner's.
     manage_tags: bool = True
+    # Properties sent but not compared (the emulator does not store them).
+    uncompared: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:

@@ -164,3 +164,20 @@ class Deployment:
     @property
     def scalable_resource_id(self) -> str:
         return f"service/{self.cluster}/{self.service}"
+
+
+# --- Prefect-side names (they depend only on the prefix and the environment) ---------
+
+def lock_name(prefix: str, env_name: str) -> str:
+    """The global concurrency limit that serialises an environment's mutating runs."""
+    return f"{prefix}-{env_name}-infra-mutations"
+
+
+def sandbox_pool(prefix: str, env_name: str) -> str:
+    """The process work pool that stands in for the ECS agent in the sandbox."""
+    return f"{prefix}-{env_name}-sandbox"
+
+
+def management_deployment_name(prefix: str, env_name: str) -> str:
+    """The name both management deployments (drift-check, infra-update) carry."""
+    return f"{prefix}-{env_name}"

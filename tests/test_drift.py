@@ -155,13 +155,14 @@ def test_discovery_finds_exactly_our_tagged_resources(bootstrap, boto, cfg):
     """The drift check's UNMANAGED detection: after a bootstrap every owned resource it
     lists is desired; a tagged leftover (an old task-definition family) is found."""
     from infra_tasks import discovery, engine
+    from infra_tasks.facts import gather_facts
     from infra_tasks.desired import owner_value
 
     assert bootstrap("--yes") == 0
     owner = owner_value(cfg)
     found, failed = discovery.owned(cfg, "production", owner)
     assert failed == {}
-    desired = {r.key for r in engine.all_resources(cfg, "production", engine.gather_facts(cfg, "production"), False)}
+    desired = {r.key for r in engine.all_resources(cfg, "production", gather_facts(cfg, "production"), False)}
     kinds = set(discovery.FINDERS)
     assert set(found) == {k for k in desired if k.split("/", 1)[0] in kinds}
     boto("ecs").register_task_definition(

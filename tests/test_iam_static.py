@@ -16,7 +16,8 @@ import pytest
 from cloudsplaining.scan.policy_document import PolicyDocument
 
 from infra_tasks.config import load_config
-from infra_tasks.desired import Facts, desired_state
+from infra_tasks.desired import desired_state
+from infra_tasks.facts import Facts
 from infra_tasks.ec2 import NetworkFacts
 from infra_tasks.model import Ref
 

@@ -153,9 +153,9 @@ def test_runs_as_a_numeric_non_root_user(df) -> None:
 
 
 def test_workdir_is_where_deployments_run_from(df) -> None:
-    from deployments import management
+    from infra_tasks.management import IMAGE_WORKDIR as workdir
 
-    assert args_of(df, "WORKDIR")[-1] == IMAGE_WORKDIR == management.IMAGE_WORKDIR
+    assert args_of(df, "WORKDIR")[-1] == workdir
 
 
 def test_no_credentials_in_the_image(df) -> None:

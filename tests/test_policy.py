@@ -94,7 +94,8 @@ def test_generated_policies_pass_parliament_without_errors(cfg, monkeypatch) -> 
     # parliament 1.6 does not know the condition type of events:TargetArn (ArrayOfARN).
     known = pst.translate_documentation_types
     monkeypatch.setattr(pst, "translate_documentation_types", lambda t: "Arn" if t == "ArrayOfARN" else known(t))
-    from infra_tasks.desired import Facts, desired_state
+    from infra_tasks.desired import desired_state
+    from infra_tasks.facts import Facts
     from infra_tasks.ec2 import NetworkFacts
 
     docs = {}

@@ -149,12 +149,12 @@ def test_update_without_approval_times_out_and_changes_nothing(shared) -> None:
 # --- on a fresh stack each ----------------------------------------------------------------
 
 def test_management_deployments_on_aws_use_agent_pool_image_and_roles(cfg) -> None:
-    from infra_tasks.desired import Facts
+    from infra_tasks.facts import Facts
     from infra_tasks.desired_prefect import prefect_resources
     from infra_tasks.ec2 import NetworkFacts
 
     facts = Facts(PROD_ACCOUNT, REGION, NetworkFacts("vpc-1", ("subnet-1",), ()))
-    res = {r.key: r for r in prefect_resources(cfg, "production", facts, sandbox=False, endpoint_url=None)}
+    res = {r.key: r for r in prefect_resources(cfg, "production", facts)}
     drift = res[f"prefect.deployment/drift-check/{P}-production"].props
     update = res[f"prefect.deployment/infra-update/{P}-production"].props
     assert drift["work_pool_name"] == update["work_pool_name"] == f"{P}-main"

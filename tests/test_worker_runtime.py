@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from deployments.flows import load_flows, load_manifest, parse_manifest, DEFAULT_MANIFEST
-from deployments.management import DRIFT_CHECK, INFRA_UPDATE, deployment_name
+from infra_tasks.management import DRIFT_CHECK, INFRA_UPDATE
+from infra_tasks.names import management_deployment_name as deployment_name
 from infra_tasks.config import load_config
 
 from .iam_eval import explain_denials
