@@ -218,6 +218,12 @@ class ConcurrencyLimitHandler(Handler):
 
 DEPLOYMENT_FIELDS = ("work_pool_name", "entrypoint", "path", "job_variables", "parameters", "tags", "description",
                      "parameter_openapi_schema", "pull_steps")
+# Managed only when the desired properties have them (the flow deployer sets the version).
+OPTIONAL_FIELDS = ("version",)
+
+
+def _fields(props: dict[str, Any]) -> tuple[str, ...]:
+    return (*DEPLOYMENT_FIELDS, *(f for f in OPTIONAL_FIELDS if f in props))
 
 
 class DeploymentHandler(Handler):
@@ -231,7 +237,7 @@ class DeploymentHandler(Handler):
         if dep is None:
             return None
         schedules = _read("read_deployment_schedules", dep.id) or []
-        props = {f: _plain(getattr(dep, f, None)) for f in DEPLOYMENT_FIELDS}
+        props = {f: _plain(getattr(dep, f, None)) for f in _fields(res.props)}
         props["schedules"] = sorted(_schedule_key(s) for s in schedules)
         return Observed(props, outputs={"id": str(dep.id), "name": res.name,
                                         "schedule_ids": {_schedule_key(s): str(s.id) for s in schedules}})
@@ -242,7 +248,7 @@ class DeploymentHandler(Handler):
             _record("CreateFlow")
             flow_id = c.create_flow_from_name(flow_name)
             _record("CreateDeployment")
-            dep_id = c.create_deployment(flow_id=flow_id, name=name, **{f: props[f] for f in DEPLOYMENT_FIELDS})
+            dep_id = c.create_deployment(flow_id=flow_id, name=name, **{f: props[f] for f in _fields(props)})
             self._schedules(c, dep_id, props["schedules"], {})
         return {"id": str(dep_id), "name": res.name}
 
@@ -251,7 +257,7 @@ class DeploymentHandler(Handler):
 
         dep_id = observed.outputs["id"]
         with _client() as c:
-            fields = {f: props[f] for f in DEPLOYMENT_FIELDS if any(d.path.split(".")[0] == f for d in diffs)}
+            fields = {f: props[f] for f in _fields(props) if any(d.path.split(".")[0] == f for d in diffs)}
             if fields:
                 _record("UpdateDeployment")
                 c.update_deployment(dep_id, DeploymentUpdate(**fields))
