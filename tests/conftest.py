@@ -18,6 +18,7 @@ os.environ.setdefault("INFRA_IAM_PROPAGATION_TIMEOUT", "5")
 for var in ("PREFECT_API_KEY", "AWS_PROFILE"):
     os.environ.pop(var, None)
 
+from bench.prefect_api import clean_prefect_api  # noqa: E402
 from infra_tasks import aws, emulator  # noqa: E402
 from infra_tasks.config import InfraConfig, load_config  # noqa: E402
 
@@ -70,21 +71,8 @@ def prefect_api() -> Iterator[None]:
 def clean_prefect() -> None:
     """Delete what a bootstrap registers, so each test starts from an empty Prefect API
     as well as an empty emulator (one test server is shared by the session)."""
-    from prefect.client.orchestration import get_client
-
     PREFECT_CLEANS[0] += 1
-    with get_client(sync_client=True) as c:
-        for d in c.read_deployments():
-            c.delete_deployment(d.id)
-        for p in c.read_work_pools():
-            if not p.name.startswith("default"):
-                c.delete_work_pool(p.name)
-        for b in c.read_block_documents():
-            c.delete_block_document(b.id)
-        for g in c.read_global_concurrency_limits(limit=200):
-            c.delete_global_concurrency_limit_by_name(g.name)
-        for v in c.read_variables():
-            c.delete_variable_by_name(v.name)
+    clean_prefect_api()
 
 
 @pytest.fixture
