@@ -1,6 +1,6 @@
 """An example flow, and the shape a team's flow takes in this repository.
 
-It is deployed from `deployments/flows.toml` to every deployment type, so each new
+It is deployed from `prefect.yaml` (repository root) to every deployment type, so each new
 runtime (image, work pool, roles, network, logs) has one flow that proves it works
 end to end: run `hello-main` (or `hello-staging`, `hello-dev`) from the Prefect UI and
 its log and markdown artifact show where it ran.
