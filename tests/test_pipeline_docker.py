@@ -83,21 +83,42 @@ def test_hadolint_finds_nothing_at_warning_level() -> None:
     assert not re.search(r"\b(error|warning)\b", r.stdout), r.stdout
 
 
-# --- versions agree with pyproject ----------------------------------------------------------
+# --- versions: the lock's --------------------------------------------------------------------
+
+def runtime_pins(python: str) -> dict[str, Version]:
+    """requirements/runtime.txt's pins that apply on Linux CPython `python`."""
+    from tests.test_lockfile import RUNTIME_LOCK, applicable, linux_env, parse
+
+    return {name: pin.version for name, [pin] in applicable(parse(RUNTIME_LOCK.read_text()),
+                                                            linux_env(python)).items()}
+
 
 @pytest.mark.parametrize(("package", "arg"), [("prefect", "PREFECT_VERSION"),
                                               ("prefect-aws", "PREFECT_AWS_VERSION")])
-def test_image_pins_match_pyproject(df, package: str, arg: str) -> None:
+def test_image_pins_match_the_lock(df, package: str, arg: str) -> None:
+    pins = arg_defaults(df)
+    locked = runtime_pins(f"{pins['PYTHON_VERSION']}.0")[package]
+    assert Version(pins[arg]) == locked, \
+        f"{arg}={pins[arg]} but requirements/runtime.txt pins {package}=={locked}: bump the Dockerfile"
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     [req] = [Requirement(d) for d in deps if Requirement(d).name == package]
-    pin = arg_defaults(df)[arg]
-    assert Version(pin) in req.specifier, f"{arg}={pin} is outside pyproject's {package}{req.specifier}"
-    # Exactly the lowest version pyproject allows, which is what the tests run against.
-    lower = [s.version for s in req.specifier if s.operator in (">=", "==")]
-    assert lower == [pin], f"{arg}={pin}, pyproject {package}{req.specifier}"
-    [install] = [r for r in args_of(df, "RUN") if "pip install" in r]
-    assert f'"{package}==${{{arg}}}"' in install
-    assert "--no-cache-dir" in install and "pip check" in install
+    assert locked in req.specifier, f"{package}=={locked} is outside pyproject's {req.specifier}"
+
+
+def test_image_installs_the_lock_and_nothing_else(df) -> None:
+    installs = [r for r in args_of(df, "RUN") if "pip install" in r]
+    assert len(installs) == 2, installs
+    deps, project = installs
+    # Dependencies: exactly the lock's files, before any project file is copied in (so
+    # that a code-only change reuses the layer).
+    assert "--require-hashes --requirement requirements/runtime.txt" in deps
+    assert "requirements/runtime.txt" in copy_sources(df)
+    first_code_copy = next(n for n, (i, a) in enumerate(df) if i == "COPY" and "pyproject.toml" in a)
+    assert df.index(("RUN", deps)) < first_code_copy < df.index(("RUN", project))
+    # The project: no dependency resolution, and the build backend from the lock.
+    assert "--no-deps --no-build-isolation ." in project and "pip check" in project
+    assert all("--no-cache-dir" in r for r in installs)
+    assert not re.search(r'"[\w-]+==', " ".join(installs)), "a version pinned outside the lock"
 
 
 def test_tests_run_against_the_pinned_versions(df) -> None:
