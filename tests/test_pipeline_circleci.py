@@ -353,6 +353,42 @@ def test_no_long_lived_aws_keys(ci) -> None:
             assert "$key_id" in line or "$secret_key" in line, line
 
 
+# --- installs: from the lock only ---------------------------------------------------------------
+
+def values_of(node: Any, key: str) -> list[Any]:
+    """Every value under `key`, anywhere in the config."""
+    if isinstance(node, dict):
+        return [v for k, v in node.items() if k == key] + [x for v in node.values() for x in values_of(v, key)]
+    if isinstance(node, list):
+        return [x for v in node for x in values_of(v, key)]
+    return []
+
+
+def test_pip_caches_are_keyed_on_the_lock(ci) -> None:
+    restores, saves = values_of(ci, "restore_cache"), values_of(ci, "save_cache")
+    assert restores and len(restores) == len(saves)
+    exact = 'pip-v2-{{ arch }}-{{ checksum "requirements/dev.txt" }}'
+    assert (ROOT / "requirements" / "dev.txt").is_file()
+    for restore in restores:
+        assert restore["keys"][0] == exact, restore
+    for save in saves:
+        assert save["key"] == exact and save["paths"] == ["~/.cache/pip"], save
+
+
+def test_the_project_is_installed_only_from_the_lock(ci) -> None:
+    """Jobs get the project through ./dev (or .ci/run, which calls it): a virtualenv of
+    requirements/dev.txt, hashes checked. The one other pip install is the AWS CLI's,
+    pinned and in a virtualenv of its own."""
+    installs = [line.strip() for command in values_of(ci, "command")
+                for line in str(command).splitlines() if re.search(r"\bpip3?\"?\s+install\b", line)]
+    assert installs and all("awscli==" in line for line in installs), installs
+    ci_run = (ROOT / ".ci" / "run").read_text()
+    assert "rm -rf .venv" in ci_run and "./dev test" in ci_run
+    dev = (ROOT / "dev").read_text()
+    assert '--require-hashes -r "$DEV_LOCK"' in dev and "DEV_LOCK=requirements/dev.txt" in dev
+    assert "--no-deps --no-build-isolation -e ." in dev
+
+
 # --- shell steps executed with stubs ----------------------------------------------------------
 
 def stub(bin_dir: Path, name: str, body: str) -> None:
