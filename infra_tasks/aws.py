@@ -185,7 +185,45 @@ NOT_FOUND_CODES = {
 
 
 def not_found(exc: BaseException) -> bool:
+    """Whether `exc` is one of the 'not there' codes every service shares (the table above)."""
     return error_code(exc) in NOT_FOUND_CODES
+
+
+@dataclass(frozen=True)
+class Missing:
+    """How one AWS service says "not there" (like amazon.aws's per-service `_is_missing`):
+    its own error codes, on top of the shared `NOT_FOUND_CODES`, and — only for a service
+    that answers a missing thing with a generic code — (code, message fragment) pairs."""
+
+    codes: frozenset[str] = frozenset()
+    messages: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def of(cls, *codes: str, messages: dict[str, str] | None = None) -> "Missing":
+        return cls(frozenset(codes), tuple(sorted((messages or {}).items())))
+
+    def __call__(self, exc: BaseException) -> bool:
+        if not isinstance(exc, ClientError):
+            return False
+        code = error_code(exc)
+        if code in self.codes or code in NOT_FOUND_CODES:
+            return True
+        return any(code == c and fragment in error_message(exc) for c, fragment in self.messages)
+
+
+def absent(resource: str, fn: Callable[..., T], /, *args: Any, missing: Missing = Missing(),
+           **kwargs: Any) -> T | None:
+    """Run one boto3 read of `resource`: its answer, or None when AWS says it is not there
+    (`missing`: the service's test). Any other error is raised translated, naming the
+    operation, the resource and the next step."""
+    try:
+        return fn(*args, **kwargs)
+    except ClientError as exc:
+        if missing(exc):
+            return None
+        raise translate(exc, exc.operation_name, resource) from None
+    except BotoCoreError as exc:
+        raise translate(exc, "read", resource) from None
 
 
 def translate(exc: BaseException, action: str, resource: str) -> InfraError:
@@ -209,6 +247,9 @@ def translate(exc: BaseException, action: str, resource: str) -> InfraError:
         "ServiceUnavailable": "AWS kept failing with an internal error after all retries; re-run later (safe to repeat)",
         "ServiceUnavailableException": "AWS kept failing with an internal error after all retries; re-run later "
                                        "(safe to repeat)",
+        # A HEAD request (S3 HeadBucket) carries no error body: only the HTTP status.
+        "403": "access denied without detail: the credentials lack the permission, or, for an S3 bucket, another "
+               "AWS account owns the name (bucket names are global): change `prefix` in infra.toml",
     }.get(code, "see the AWS message above; fix the cause and re-run (runs are safe to repeat)")
     if isinstance(exc, NoCredentialsError):
         hint = "no AWS credentials found; set AWS_PROFILE or run with --sandbox"
@@ -272,7 +313,7 @@ def paginate(c: Any, operation: str, key: str, **kwargs: Any) -> Iterator[Any]:
 
 
 __all__ = [
-    "CALLS", "BotoCoreError", "ClientError", "InfraError", "add_handler", "client", "error_code",
+    "CALLS", "BotoCoreError", "ClientError", "InfraError", "Missing", "absent", "add_handler", "client", "error_code",
     "is_mutating", "not_found", "paginate", "remove_handler", "reset_clients", "retry_iam_propagation",
     "translate",
 ]
