@@ -8,6 +8,16 @@ from dataclasses import dataclass
 from .config import InfraConfig, flow_bucket_name
 
 
+def arn(partition: str, service: str, resource: str, region: str = "", account: str = "") -> str:
+    """An ARN in `partition` (`aws`, `aws-cn`, `aws-us-gov`), never hard-coded to the commercial one."""
+    return f"arn:{partition}:{service}:{region}:{account}:{resource}"
+
+
+def bucket_arn(partition: str, bucket: str) -> str:
+    # S3 bucket ARNs carry neither region nor account.
+    return arn(partition, "s3", bucket)
+
+
 @dataclass(frozen=True)
 class Account:
     """Names of per-account resources and the ARN building blocks."""
@@ -23,8 +33,8 @@ class Account:
         return self.cfg.prefix
 
     def arn(self, service: str, resource: str, region: bool = True, account: bool = True) -> str:
-        return (f"arn:{self.partition}:{service}:{self.region if region else ''}:"
-                f"{self.account_id if account else ''}:{resource}")
+        return arn(self.partition, service, resource, self.region if region else "",
+                   self.account_id if account else "")
 
     def role_arn(self, name: str) -> str:
         return self.arn("iam", f"role/{name}", region=False)
@@ -51,7 +61,7 @@ class Account:
         m = re.fullmatch(r"(\d{12})\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/(.+)", repo)
         if not m:
             return None
-        return f"arn:{self.partition}:ecr:{m.group(2)}:{m.group(1)}:repository/{m.group(3)}"
+        return arn(self.partition, "ecr", f"repository/{m.group(3)}", m.group(2), m.group(1))
 
     @property
     def agent_image(self) -> str:
@@ -140,7 +150,7 @@ class Deployment:
 
     @property
     def bucket_arn(self) -> str:
-        return f"arn:{self.account.partition}:s3:::{self.bucket}"
+        return bucket_arn(self.account.partition, self.bucket)
 
     @property
     def cluster_arn(self) -> str:

@@ -7,9 +7,75 @@ import json
 from typing import Any
 
 from . import policy
-from .aws import InfraError, client, error_code
+from .aws import ClientError, InfraError, Missing, absent, client, error_code, translate
 from .handler import Handler, call, changed, tag_dict, tag_list
 from .model import Diff, Observed, Resource
+from .names import bucket_arn
+
+# S3's "not there": HeadBucket answers a bare HTTP status (a HEAD response has no body);
+# each configuration read has its own code for "never set".
+MISSING = Missing.of(
+    "404", "NotFound", "NoSuchBucket", "NoSuchPublicAccessBlockConfiguration",
+    "ServerSideEncryptionConfigurationNotFoundError", "NoSuchBucketPolicy", "NoSuchLifecycleConfiguration",
+    "NoSuchTagSet", "NoSuchTagSetError",
+)
+
+# --- thin calls: "not there" is None ----------------------------------------------------
+
+
+def head_bucket(name: str) -> dict[str, Any] | None:
+    return absent(f"s3.bucket/{name}", client("s3").head_bucket, Bucket=name, missing=MISSING)
+
+
+def get(name: str, operation: str) -> dict[str, Any]:
+    """One of the bucket's reads (`get_bucket_policy`, …); {} when that configuration is unset."""
+    return absent(f"s3.bucket/{name}", getattr(client("s3"), operation), Bucket=name, missing=MISSING) or {}
+
+
+def arn_of(name: str) -> str:
+    return bucket_arn(client("s3").meta.partition, name)
+
+
+# --- normalisers (pure) -------------------------------------------------------------
+
+
+def normalise_rules(rules: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    out = []
+    for r in rules or []:
+        r = {k: v for k, v in r.items() if v not in (None, {}, [])}
+        flt = r.pop("Filter", None) or {}
+        # No filter, an empty filter and an empty prefix all mean "every object".
+        if r.pop("Prefix", "") or flt.get("Prefix"):
+            r["Filter"] = {"Prefix": flt.get("Prefix") or ""}
+        elif any(k != "Prefix" for k in flt):
+            r["Filter"] = flt
+        out.append(r)
+    return sorted(out, key=lambda r: r.get("ID", ""))
+
+
+def normalise_encryption(answer: dict[str, Any]) -> dict[str, Any] | None:
+    """GetBucketEncryption's answer -> the default-encryption settings that are set."""
+    rule = (answer.get("ServerSideEncryptionConfiguration", {}).get("Rules") or [{}])[0]
+    default = rule.get("ApplyServerSideEncryptionByDefault") or {}
+    return {k: v for k, v in default.items() if k == "SSEAlgorithm" or v} or None
+
+
+def normalise_bucket(location: dict[str, Any], versioning: dict[str, Any], public_access_block: dict[str, Any],
+                     encryption: dict[str, Any], bucket_policy: dict[str, Any],
+                     lifecycle: dict[str, Any]) -> dict[str, Any]:
+    """The bucket's reads (each {} when unset) -> properties comparable with `desired_props`."""
+    return {
+        # us-east-1 answers no LocationConstraint at all.
+        "region": location.get("LocationConstraint") or "us-east-1",
+        "versioning": versioning.get("Status"),
+        "public_access_block": public_access_block.get("PublicAccessBlockConfiguration"),
+        "encryption": normalise_encryption(encryption),
+        "policy": policy.normalise(bucket_policy["Policy"]) if bucket_policy.get("Policy") else None,
+        "lifecycle": normalise_rules(lifecycle.get("Rules")) or None,
+    }
+
+
+# --- desired properties -------------------------------------------------------------
 
 PUBLIC_ACCESS_BLOCK = {
     "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True,
@@ -37,20 +103,6 @@ def lifecycle_rules(noncurrent_days: int) -> list[dict[str, Any]]:
     }]
 
 
-def normalise_rules(rules: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
-    out = []
-    for r in rules or []:
-        r = {k: v for k, v in r.items() if v not in (None, {}, [])}
-        flt = r.pop("Filter", None) or {}
-        # No filter, an empty filter and an empty prefix all mean "every object".
-        if r.pop("Prefix", "") or flt.get("Prefix"):
-            r["Filter"] = {"Prefix": flt.get("Prefix") or ""}
-        elif any(k != "Prefix" for k in flt):
-            r["Filter"] = flt
-        out.append(r)
-    return sorted(out, key=lambda r: r.get("ID", ""))
-
-
 def desired_props(region: str, bucket_arn: str, noncurrent_days: int, tags: dict[str, str]) -> dict[str, Any]:
     return {
         "region": region,
@@ -63,15 +115,7 @@ def desired_props(region: str, bucket_arn: str, noncurrent_days: int, tags: dict
     }
 
 
-# --- thin API edge: "not there" is None, never an exception ---------------------------
-
-def _get(fn: Any, *missing: str, **kwargs: Any) -> Any:
-    try:
-        return fn(**kwargs)
-    except Exception as exc:  # noqa: BLE001 - translated below
-        if error_code(exc) in missing:
-            return None
-        raise
+# --- the handler --------------------------------------------------------------------
 
 
 class BucketHandler(Handler):
@@ -79,68 +123,43 @@ class BucketHandler(Handler):
     replace_paths = ("region",)
 
     def read(self, res: Resource) -> Observed | None:
-        s3 = client("s3")
         name = res.name
-        try:
-            s3.head_bucket(Bucket=name)
-        except Exception as exc:  # noqa: BLE001
-            code = error_code(exc)
-            if code in ("404", "NoSuchBucket", "NotFound"):
-                return None
-            if code in ("403", "AccessDenied"):
-                raise InfraError(
-                    f"s3.bucket/{name}: the name exists but is not readable with these credentials; bucket names "
-                    f"are global, so another account may own it: change `prefix` in infra.toml"
-                ) from None
-            raise
-        loc = s3.get_bucket_location(Bucket=name).get("LocationConstraint") or "us-east-1"
-        ver = s3.get_bucket_versioning(Bucket=name).get("Status")
-        pab = _get(s3.get_public_access_block, "NoSuchPublicAccessBlockConfiguration", Bucket=name)
-        enc = _get(s3.get_bucket_encryption, "ServerSideEncryptionConfigurationNotFoundError", Bucket=name)
-        pol = _get(s3.get_bucket_policy, "NoSuchBucketPolicy", Bucket=name)
-        lc = _get(s3.get_bucket_lifecycle_configuration, "NoSuchLifecycleConfiguration", Bucket=name)
-        tags = _get(s3.get_bucket_tagging, "NoSuchTagSet", "NoSuchTagSetError", Bucket=name)
-        enc_rule = ((enc or {}).get("ServerSideEncryptionConfiguration", {}).get("Rules") or [{}])[0]
-        default = enc_rule.get("ApplyServerSideEncryptionByDefault") or {}
-        props = {
-            "region": loc,
-            "versioning": ver,
-            "public_access_block": (pab or {}).get("PublicAccessBlockConfiguration"),
-            "encryption": {k: v for k, v in default.items() if k == "SSEAlgorithm" or v} or None,
-            "policy": policy.normalise(pol["Policy"]) if pol else None,
-            "lifecycle": normalise_rules((lc or {}).get("Rules")) or None,
-        }
-        return Observed(props, outputs={"arn": f"arn:aws:s3:::{name}", "name": name},
-                        tags=tag_dict((tags or {}).get("TagSet")))
+        # A 403 here (another account owns the name) is raised translated, with the fix.
+        if head_bucket(name) is None:
+            return None
+        props = normalise_bucket(
+            get(name, "get_bucket_location"), get(name, "get_bucket_versioning"),
+            get(name, "get_public_access_block"), get(name, "get_bucket_encryption"),
+            get(name, "get_bucket_policy"), get(name, "get_bucket_lifecycle_configuration"))
+        tags = tag_dict(get(name, "get_bucket_tagging").get("TagSet"))
+        return Observed(props, outputs={"arn": arn_of(name), "name": name}, tags=tags)
 
     def create(self, res: Resource, props: dict[str, Any]) -> dict[str, Any]:
-        s3 = client("s3")
         # Tagged in the create call itself: a bucket never exists without its ownership
         # tag, so a run killed right after this call is continued, not refused.
         conf: dict[str, Any] = {"Tags": tag_list(props["tags"])}
         if props["region"] != "us-east-1":
             conf["LocationConstraint"] = props["region"]
-        kwargs: dict[str, Any] = {"Bucket": res.name, "CreateBucketConfiguration": conf}
         try:
-            s3.create_bucket(**kwargs)
-        except Exception as exc:  # noqa: BLE001
+            client("s3").create_bucket(Bucket=res.name, CreateBucketConfiguration=conf)
+        except ClientError as exc:
             if error_code(exc) == "BucketAlreadyExists":
                 raise InfraError(
                     f"s3.bucket/{res.name}: another AWS account owns this name; change `prefix` in infra.toml"
                 ) from None
-            if error_code(exc) != "BucketAlreadyOwnedByYou":
-                raise
+            if error_code(exc) != "BucketAlreadyOwnedByYou":  # ours already (a re-run after a crash)
+                raise translate(exc, "CreateBucket", res.key) from None
         # Lock the bucket down before anything else is configured. The tags are put again:
         # some AWS-compatible endpoints ignore tags given at create.
-        self._apply(res, props, everything=True)
-        return {"arn": f"arn:aws:s3:::{res.name}", "name": res.name}
+        self._apply(res, props, have_tags={}, everything=True)
+        return {"arn": arn_of(res.name), "name": res.name}
 
     def update(self, res: Resource, props: dict[str, Any], observed: Observed, diffs: list[Diff]) -> dict[str, Any]:
-        self._apply(res, props, diffs=diffs)
+        self._apply(res, props, have_tags=observed.tags, diffs=diffs)
         return observed.outputs
 
-    def _apply(self, res: Resource, props: dict[str, Any], diffs: list[Diff] | None = None,
-               everything: bool = False) -> None:
+    def _apply(self, res: Resource, props: dict[str, Any], have_tags: dict[str, str],
+               diffs: list[Diff] | None = None, everything: bool = False) -> None:
         s3, b, key = client("s3"), res.name, res.key
 
         def want(path: str) -> bool:
@@ -163,14 +182,7 @@ class BucketHandler(Handler):
                  LifecycleConfiguration={"Rules": [
                      {**r, "Filter": r.get("Filter", {"Prefix": ""})} for r in props["lifecycle"]]})
         if want("tags"):
-            current = {} if everything else None
-            merged = dict(current if current is not None else _bucket_tags(b))
-            merged.update(props["tags"])
-            # PutBucketTagging replaces the whole set: keep tags others added.
+            # PutBucketTagging replaces the whole set: keep the tags others added (as read).
+            merged = {**have_tags, **props["tags"]}
             call("PutBucketTagging", key, s3.put_bucket_tagging, Bucket=b,
                  Tagging={"TagSet": tag_list({k: v for k, v in merged.items() if not k.startswith("aws:")})})
-
-
-def _bucket_tags(bucket: str) -> dict[str, str]:
-    out = _get(client("s3").get_bucket_tagging, "NoSuchTagSet", "NoSuchTagSetError", Bucket=bucket)
-    return tag_dict((out or {}).get("TagSet"))
