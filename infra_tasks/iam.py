@@ -1,4 +1,5 @@
-"""IAM roles (trust, inline and managed policies, tags) and the CircleCI OIDC provider."""
+"""IAM roles (trust, inline and managed policies, tags), customer managed policies and
+the CircleCI OIDC provider."""
 
 from __future__ import annotations
 
@@ -6,9 +7,100 @@ import json
 from typing import Any
 
 from . import policy
-from .aws import client, error_code, paginate
+from .aws import Missing, absent, client, paginate
 from .handler import Handler, call, changed, tag_dict, tag_list
 from .model import Diff, Observed, Resource
+
+MISSING = Missing.of("NoSuchEntity")
+
+# --- thin calls: "not there" is None ----------------------------------------------------
+
+
+def get_role(name: str) -> dict[str, Any] | None:
+    out = absent(f"iam.role/{name}", client("iam").get_role, RoleName=name, missing=MISSING)
+    return out["Role"] if out else None
+
+
+def role_tags(name: str) -> list[dict[str, str]]:
+    return (absent(f"iam.role/{name}", client("iam").list_role_tags, RoleName=name, missing=MISSING) or {}).get(
+        "Tags", [])
+
+
+def inline_policies(name: str) -> dict[str, Any]:
+    """Name -> document of the role's inline policies (one removed meanwhile is left out)."""
+    iam, out = client("iam"), {}
+    for n in paginate(iam, "list_role_policies", "PolicyNames", RoleName=name):
+        got = absent(f"iam.role/{name}", iam.get_role_policy, RoleName=name, PolicyName=n, missing=MISSING)
+        if got:
+            out[n] = got["PolicyDocument"]
+    return out
+
+
+def attached_policies(name: str) -> list[str]:
+    return [p["PolicyArn"] for p in paginate(client("iam"), "list_attached_role_policies", "AttachedPolicies",
+                                             RoleName=name)]
+
+
+def get_policy(arn: str) -> dict[str, Any] | None:
+    out = absent(f"iam.policy/{arn}", client("iam").get_policy, PolicyArn=arn, missing=MISSING)
+    return out["Policy"] if out else None
+
+
+def policy_document(arn: str, version_id: str) -> Any:
+    out = absent(f"iam.policy/{arn}", client("iam").get_policy_version, PolicyArn=arn, VersionId=version_id,
+                 missing=MISSING)
+    return out["PolicyVersion"]["Document"] if out else None
+
+
+def policy_tags(arn: str) -> list[dict[str, str]]:
+    return (absent(f"iam.policy/{arn}", client("iam").list_policy_tags, PolicyArn=arn, missing=MISSING)
+            or {}).get("Tags", [])
+
+
+def policy_versions(arn: str) -> list[dict[str, Any]]:
+    return client("iam").list_policy_versions(PolicyArn=arn)["Versions"]
+
+
+def oidc_provider_arns() -> list[str]:
+    return [p["Arn"] for p in client("iam").list_open_id_connect_providers().get("OpenIDConnectProviderList", [])]
+
+
+def get_oidc_provider(arn: str) -> dict[str, Any] | None:
+    return absent(f"iam.oidc_provider/{arn}", client("iam").get_open_id_connect_provider,
+                  OpenIDConnectProviderArn=arn, missing=MISSING)
+
+
+# --- normalisers (pure) -------------------------------------------------------------
+
+
+def normalise_role(role: dict[str, Any], inline: dict[str, Any], managed: list[str]) -> dict[str, Any]:
+    """GetRole's role, its inline policy documents and attached policy ARNs -> properties."""
+    return {
+        "trust": policy.normalise(role["AssumeRolePolicyDocument"]),
+        "description": role.get("Description") or "",
+        "max_session_duration": role.get("MaxSessionDuration", 3600),
+        "inline_policies": {n: policy.normalise(doc) for n, doc in inline.items()},
+        "managed_policies": sorted(managed),
+        "permissions_boundary": (role.get("PermissionsBoundary") or {}).get("PermissionsBoundaryArn"),
+    }
+
+
+def normalise_managed_policy(pol: dict[str, Any], document: Any) -> dict[str, Any]:
+    return {"document": policy.normalise(document), "description": pol.get("Description") or ""}
+
+
+def oidc_provider_for(arns: list[str], host: str) -> str | None:
+    """The provider ARN of `host` among `arns` (IAM has no lookup by URL)."""
+    return next((a for a in arns if a.endswith(f":oidc-provider/{host}")), None)
+
+
+def spare_version(versions: list[dict[str, Any]]) -> str | None:
+    """The version to delete before adding one: IAM keeps at most five per policy."""
+    spare = sorted((v for v in versions if not v["IsDefaultVersion"]), key=lambda v: v["CreateDate"])
+    return spare[0]["VersionId"] if len(versions) >= 5 and spare else None
+
+
+# --- desired properties -------------------------------------------------------------
 
 
 def role_props(trust: dict[str, Any], description: str, inline: dict[str, dict[str, Any]],
@@ -31,33 +123,20 @@ def managed_policy_props(doc: dict[str, Any], description: str, tags: dict[str, 
     return {"document": policy.normalise(doc), "description": description, "tags": tags}
 
 
+# --- the handlers -------------------------------------------------------------------
+
+
 class RoleHandler(Handler):
     kind = "iam.role"
 
     def read(self, res: Resource) -> Observed | None:
-        iam = client("iam")
-        try:
-            role = iam.get_role(RoleName=res.name)["Role"]
-        except Exception as exc:  # noqa: BLE001
-            if error_code(exc) == "NoSuchEntity":
-                return None
-            raise
-        names = list(paginate(iam, "list_role_policies", "PolicyNames", RoleName=res.name))
-        inline = {n: policy.normalise(iam.get_role_policy(RoleName=res.name, PolicyName=n)["PolicyDocument"])
-                  for n in names}
-        managed = sorted(p["PolicyArn"] for p in
-                         paginate(iam, "list_attached_role_policies", "AttachedPolicies", RoleName=res.name))
+        role = get_role(res.name)
+        if role is None:
+            return None
         tags = role.get("Tags")
-        if tags is None:
-            tags = iam.list_role_tags(RoleName=res.name).get("Tags", [])
-        props = {
-            "trust": policy.normalise(role["AssumeRolePolicyDocument"]),
-            "description": role.get("Description") or "",
-            "max_session_duration": role.get("MaxSessionDuration", 3600),
-            "inline_policies": inline,
-            "managed_policies": managed,
-            "permissions_boundary": (role.get("PermissionsBoundary") or {}).get("PermissionsBoundaryArn"),
-        }
+        if tags is None:  # GetRole leaves out Tags on some endpoints
+            tags = role_tags(res.name)
+        props = normalise_role(role, inline_policies(res.name), attached_policies(res.name))
         return Observed(props, outputs={"arn": role["Arn"], "name": res.name}, tags=tag_dict(tags))
 
     def create(self, res: Resource, props: dict[str, Any]) -> dict[str, Any]:
@@ -110,22 +189,14 @@ class ManagedPolicyHandler(Handler):
     kind = "iam.policy"
     replace_paths = ("description",)
 
-    def _arn(self, res: Resource) -> str:
-        return res.ident["arn"]
-
     def read(self, res: Resource) -> Observed | None:
-        iam = client("iam")
-        try:
-            pol = iam.get_policy(PolicyArn=self._arn(res))["Policy"]
-        except Exception as exc:  # noqa: BLE001
-            if error_code(exc) == "NoSuchEntity":
-                return None
-            raise
-        version = iam.get_policy_version(PolicyArn=pol["Arn"], VersionId=pol["DefaultVersionId"])["PolicyVersion"]
+        pol = get_policy(res.ident["arn"])
+        if pol is None:
+            return None
         tags = pol.get("Tags")
         if tags is None:
-            tags = iam.list_policy_tags(PolicyArn=pol["Arn"]).get("Tags", [])
-        props = {"document": policy.normalise(version["Document"]), "description": pol.get("Description") or ""}
+            tags = policy_tags(pol["Arn"])
+        props = normalise_managed_policy(pol, policy_document(pol["Arn"], pol["DefaultVersionId"]))
         return Observed(props, outputs={"arn": pol["Arn"]}, tags=tag_dict(tags))
 
     def create(self, res: Resource, props: dict[str, Any]) -> dict[str, Any]:
@@ -137,11 +208,11 @@ class ManagedPolicyHandler(Handler):
     def update(self, res: Resource, props: dict[str, Any], observed: Observed, diffs: list[Diff]) -> dict[str, Any]:
         iam, arn = client("iam"), observed.outputs["arn"]
         if changed(diffs, "document"):
-            versions = iam.list_policy_versions(PolicyArn=arn)["Versions"]
-            spare = sorted((v for v in versions if not v["IsDefaultVersion"]), key=lambda v: v["CreateDate"])
-            if len(versions) >= 5 and spare:
-                call("DeletePolicyVersion", res.key, iam.delete_policy_version, PolicyArn=arn,
-                     VersionId=spare[0]["VersionId"])
+            # Read here, not in read(): only a new version needs room (IAM keeps five), and
+            # the read-only role that plans (infra-read) is not granted iam:ListPolicyVersions.
+            spare = spare_version(policy_versions(arn))
+            if spare:
+                call("DeletePolicyVersion", res.key, iam.delete_policy_version, PolicyArn=arn, VersionId=spare)
             call("CreatePolicyVersion", res.key, iam.create_policy_version, PolicyArn=arn,
                  PolicyDocument=json.dumps(props["document"]), SetAsDefault=True)
         if changed(diffs, "tags"):
@@ -155,19 +226,12 @@ class OidcProviderHandler(Handler):
     kind = "iam.oidc_provider"
     adopt_existing = True
 
-    def _find(self, host: str) -> str | None:
-        for p in client("iam").list_open_id_connect_providers().get("OpenIDConnectProviderList", []):
-            if p["Arn"].endswith(f":oidc-provider/{host}"):
-                return p["Arn"]
-        return None
-
     def read(self, res: Resource) -> Observed | None:
-        arn = self._find(res.name)
-        if arn is None:
+        arn = oidc_provider_for(oidc_provider_arns(), res.name)
+        got = get_oidc_provider(arn) if arn else None
+        if got is None:
             return None
-        got = client("iam").get_open_id_connect_provider(OpenIDConnectProviderArn=arn)
-        audience = res.ident["audience"]
-        props = {"audience_registered": audience in got.get("ClientIDList", [])}
+        props = {"audience_registered": res.ident["audience"] in got.get("ClientIDList", [])}
         return Observed(props, outputs={"arn": arn}, tags=tag_dict(got.get("Tags")))
 
     def create(self, res: Resource, props: dict[str, Any]) -> dict[str, Any]:
