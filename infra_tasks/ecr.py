@@ -5,18 +5,39 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .aws import client, not_found
+from .aws import Missing, absent, client
 from .handler import Handler, call, changed, tag_dict, tag_list
 from .model import Diff, Observed, Resource
 
+MISSING = Missing.of("RepositoryNotFoundException", "LifecyclePolicyNotFoundException", "ImageNotFoundException")
 
-def lifecycle_policy(images_kept: int) -> dict[str, Any]:
-    return {"rules": [{
-        "rulePriority": 1,
-        "description": f"keep the newest {images_kept} images",
-        "selection": {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": images_kept},
-        "action": {"type": "expire"},
-    }]}
+# --- thin calls: "not there" is None ----------------------------------------------------
+
+
+def describe_repository(name: str) -> dict[str, Any] | None:
+    out = absent(f"ecr.repository/{name}", client("ecr").describe_repositories, repositoryNames=[name],
+                 missing=MISSING)
+    return out["repositories"][0] if out and out.get("repositories") else None
+
+
+def lifecycle_policy_text(name: str) -> str | None:
+    out = absent(f"ecr.repository/{name}", client("ecr").get_lifecycle_policy, repositoryName=name,
+                 missing=MISSING)
+    return (out or {}).get("lifecyclePolicyText")
+
+
+def repository_tags(name: str, arn: str) -> list[dict[str, str]]:
+    out = absent(f"ecr.repository/{name}", client("ecr").list_tags_for_resource, resourceArn=arn, missing=MISSING)
+    return (out or {}).get("tags") or []
+
+
+def image_exists(repository: str, tag: str) -> bool:
+    """Whether `repository:tag` has been pushed (read-only; no repository: no image)."""
+    return absent(f"ecr.repository/{repository}", client("ecr").describe_images, repositoryName=repository,
+                  imageIds=[{"imageTag": tag}], missing=MISSING) is not None
+
+
+# --- normalisers (pure) -------------------------------------------------------------
 
 
 def normalise_lifecycle(doc: str | dict[str, Any] | None) -> dict[str, Any] | None:
@@ -36,6 +57,26 @@ def normalise_lifecycle(doc: str | dict[str, Any] | None) -> dict[str, Any] | No
     return {"rules": sorted(rules, key=lambda r: r.get("rulePriority", 0))}
 
 
+def normalise_repository(repo: dict[str, Any], lifecycle_text: str | None) -> dict[str, Any]:
+    return {
+        "scan_on_push": repo.get("imageScanningConfiguration", {}).get("scanOnPush", False),
+        "tag_mutability": repo.get("imageTagMutability"),
+        "lifecycle": normalise_lifecycle(lifecycle_text),
+    }
+
+
+# --- desired properties -------------------------------------------------------------
+
+
+def lifecycle_policy(images_kept: int) -> dict[str, Any]:
+    return {"rules": [{
+        "rulePriority": 1,
+        "description": f"keep the newest {images_kept} images",
+        "selection": {"tagStatus": "any", "countType": "imageCountMoreThan", "countNumber": images_kept},
+        "action": {"type": "expire"},
+    }]}
+
+
 def desired_props(images_kept: int, mutability: str, tags: dict[str, str]) -> dict[str, Any]:
     return {
         "scan_on_push": True,
@@ -45,31 +86,19 @@ def desired_props(images_kept: int, mutability: str, tags: dict[str, str]) -> di
     }
 
 
+# --- the handler --------------------------------------------------------------------
+
+
 class RepositoryHandler(Handler):
     kind = "ecr.repository"
 
     def read(self, res: Resource) -> Observed | None:
-        ecr = client("ecr")
-        try:
-            repo = ecr.describe_repositories(repositoryNames=[res.name])["repositories"][0]
-        except Exception as exc:  # noqa: BLE001
-            if not_found(exc):
-                return None
-            raise
-        try:
-            lc = ecr.get_lifecycle_policy(repositoryName=res.name).get("lifecyclePolicyText")
-        except Exception as exc:  # noqa: BLE001
-            if not not_found(exc):
-                raise
-            lc = None
-        tags = ecr.list_tags_for_resource(resourceArn=repo["repositoryArn"]).get("tags")
-        props = {
-            "scan_on_push": repo.get("imageScanningConfiguration", {}).get("scanOnPush", False),
-            "tag_mutability": repo.get("imageTagMutability"),
-            "lifecycle": normalise_lifecycle(lc),
-        }
+        repo = describe_repository(res.name)
+        if repo is None:
+            return None
+        props = normalise_repository(repo, lifecycle_policy_text(res.name))
         return Observed(props, outputs={"arn": repo["repositoryArn"], "uri": repo["repositoryUri"]},
-                        tags=tag_dict(tags))
+                        tags=tag_dict(repository_tags(res.name, repo["repositoryArn"])))
 
     def create(self, res: Resource, props: dict[str, Any]) -> dict[str, Any]:
         ecr = client("ecr")
@@ -98,14 +127,3 @@ class RepositoryHandler(Handler):
             call("TagResource", res.key, ecr.tag_resource, resourceArn=observed.outputs["arn"],
                  tags=tag_list(props["tags"]))
         return observed.outputs
-
-
-def image_exists(repository: str, tag: str) -> bool:
-    """Whether `repository:tag` has been pushed (read-only)."""
-    try:
-        client("ecr").describe_images(repositoryName=repository, imageIds=[{"imageTag": tag}])
-        return True
-    except Exception as exc:  # noqa: BLE001
-        if not_found(exc) or "ImageNotFound" in str(exc):
-            return False
-        raise
