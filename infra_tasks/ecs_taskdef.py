@@ -6,7 +6,7 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from .aws import client, not_found, retry_iam_propagation
+from .aws import Missing, absent, client, retry_iam_propagation
 from .handler import Handler, call, changed, tag_dict, tag_list
 from .model import Diff, Observed, Ref, Resource
 
@@ -19,6 +19,22 @@ SERVER_FIELDS = {
 }
 CONTAINER_DEFAULTS = {"essential": True}
 HEALTHCHECK_DEFAULTS = {"interval": 30, "timeout": 5, "retries": 3}
+
+
+# ECS answers a family with no (active) revision with its generic ClientException, no
+# specific code; only the message tells "not there" from a bad request.
+MISSING = Missing.of(messages={"ClientException": "Unable to describe task definition"})
+
+# --- thin calls: "not there" is None ----------------------------------------------------
+
+
+def describe_task_definition(family: str) -> dict[str, Any] | None:
+    """The latest revision of `family` with its tags (`taskDefinition`, `tags`)."""
+    return absent(f"ecs.task_definition/{family}", client("ecs").describe_task_definition, taskDefinition=family,
+                  include=["TAGS"], missing=MISSING)
+
+
+# --- normalisers (pure) -------------------------------------------------------------
 
 
 def _empty(v: Any) -> bool:
@@ -61,6 +77,9 @@ def normalise_taskdef(td: dict[str, Any]) -> dict[str, Any]:
     out["containerDefinitions"] = sorted((normalise_container(c) for c in td.get("containerDefinitions", [])),
                                          key=lambda c: c["name"])
     return out
+
+
+# --- desired properties -------------------------------------------------------------
 
 
 def health_command() -> list[str]:
@@ -108,6 +127,9 @@ def agent_taskdef(*, family: str, cpu: int, memory: int, image: str, pool: str, 
     })
 
 
+# --- the handler --------------------------------------------------------------------
+
+
 class TaskDefinitionHandler(Handler):
     kind = "ecs.task_definition"
     # A registered revision is immutable: a change registers a new revision (the old one
@@ -118,13 +140,8 @@ class TaskDefinitionHandler(Handler):
                      "taskRoleArn", "runtimePlatform", "containerDefinitions")
 
     def read(self, res: Resource) -> Observed | None:
-        try:
-            out = client("ecs").describe_task_definition(taskDefinition=res.name, include=["TAGS"])
-        except Exception as exc:  # noqa: BLE001
-            if not_found(exc) or "Unable to describe task definition" in str(exc):
-                return None
-            raise
-        td = out["taskDefinition"]
+        out = describe_task_definition(res.name)
+        td = (out or {}).get("taskDefinition") or {}
         if td.get("status") != "ACTIVE":
             return None
         return Observed(normalise_taskdef(td), outputs={"arn": td["taskDefinitionArn"]},
