@@ -4,25 +4,49 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import urlparse
 
 from . import policy
-from .aws import client, error_code
+from .aws import Missing, absent, client
 from .handler import Handler, call, changed
 from .model import Diff, Observed, Resource
+from .names import arn
 
+MISSING = Missing.of("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
 MANAGED_ATTRIBUTES = ("MessageRetentionPeriod", "VisibilityTimeout", "SqsManagedSseEnabled",
                       "RedrivePolicy", "Policy")
 
+# --- thin calls: "not there" is None ----------------------------------------------------
 
-def observer_queue_policy(queue_arn: str, rule_arn: str) -> dict[str, Any]:
-    return policy.document({
-        "Sid": "EcsTaskStateEvents",
-        "Effect": "Allow",
-        "Principal": {"Service": "events.amazonaws.com"},
-        "Action": "sqs:SendMessage",
-        "Resource": queue_arn,
-        "Condition": {"ArnEquals": {"aws:SourceArn": rule_arn}},
-    })
+
+def queue_url(name: str) -> str | None:
+    out = absent(f"sqs.queue/{name}", client("sqs").get_queue_url, QueueName=name, missing=MISSING)
+    return out["QueueUrl"] if out else None
+
+
+def queue_attributes(name: str, url: str) -> dict[str, Any]:
+    out = absent(f"sqs.queue/{name}", client("sqs").get_queue_attributes, QueueUrl=url, AttributeNames=["All"],
+                 missing=MISSING)
+    return (out or {}).get("Attributes", {})
+
+
+def queue_tags(name: str, url: str) -> dict[str, str]:
+    return (absent(f"sqs.queue/{name}", client("sqs").list_queue_tags, QueueUrl=url, missing=MISSING)
+            or {}).get("Tags", {})
+
+
+def queue_arn(url: str) -> str:
+    """The ARN of the queue at `url` (`…/{account}/{name}`), in the client's partition and region."""
+    sqs = client("sqs")
+    return queue_arn_of(url, sqs.meta.partition, sqs.meta.region_name)
+
+
+# --- normalisers (pure) -------------------------------------------------------------
+
+
+def queue_arn_of(url: str, partition: str, region: str) -> str:
+    account, name = urlparse(url).path.strip("/").split("/")[-2:]
+    return arn(partition, "sqs", name, region, account)
 
 
 def normalise_attributes(attrs: dict[str, Any]) -> dict[str, Any]:
@@ -44,6 +68,25 @@ def normalise_attributes(attrs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def wire_attributes(attrs: dict[str, Any]) -> dict[str, str]:
+    """Attributes as SetQueueAttributes takes them: every value a string, documents as JSON."""
+    return {k: json.dumps(v) if isinstance(v, dict) else str(v) for k, v in attrs.items()}
+
+
+# --- desired properties -------------------------------------------------------------
+
+
+def observer_queue_policy(queue_arn: str, rule_arn: str) -> dict[str, Any]:
+    return policy.document({
+        "Sid": "EcsTaskStateEvents",
+        "Effect": "Allow",
+        "Principal": {"Service": "events.amazonaws.com"},
+        "Action": "sqs:SendMessage",
+        "Resource": queue_arn,
+        "Condition": {"ArnEquals": {"aws:SourceArn": rule_arn}},
+    })
+
+
 def queue_props(retention_seconds: int, visibility: int, tags: dict[str, str],
                 redrive_to: str | None = None, queue_policy: dict[str, Any] | None = None) -> dict[str, Any]:
     attrs: dict[str, Any] = {"MessageRetentionPeriod": retention_seconds, "VisibilityTimeout": visibility,
@@ -55,32 +98,27 @@ def queue_props(retention_seconds: int, visibility: int, tags: dict[str, str],
     return {"attributes": normalise_attributes(attrs), "tags": tags}
 
 
-def _wire(attrs: dict[str, Any]) -> dict[str, str]:
-    return {k: json.dumps(v) if isinstance(v, dict) else str(v) for k, v in attrs.items()}
+# --- the handler --------------------------------------------------------------------
 
 
 class QueueHandler(Handler):
     kind = "sqs.queue"
 
     def read(self, res: Resource) -> Observed | None:
-        sqs = client("sqs")
-        try:
-            url = sqs.get_queue_url(QueueName=res.name)["QueueUrl"]
-        except Exception as exc:  # noqa: BLE001
-            if error_code(exc) in ("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"):
-                return None
-            raise
-        attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"]).get("Attributes", {})
-        tags = sqs.list_queue_tags(QueueUrl=url).get("Tags", {})
+        url = queue_url(res.name)
+        if url is None:
+            return None
+        attrs = queue_attributes(res.name, url)
+        if not attrs:  # deleted since GetQueueUrl
+            return None
         return Observed({"attributes": normalise_attributes(attrs)},
-                        outputs={"url": url, "arn": attrs["QueueArn"], "name": res.name}, tags=tags)
+                        outputs={"url": url, "arn": attrs["QueueArn"], "name": res.name},
+                        tags=queue_tags(res.name, url))
 
     def create(self, res: Resource, props: dict[str, Any]) -> dict[str, Any]:
-        sqs = client("sqs")
-        url = call("CreateQueue", res.key, sqs.create_queue, QueueName=res.name,
-                   Attributes=_wire(props["attributes"]), tags=props["tags"])["QueueUrl"]
-        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        return {"url": url, "arn": arn, "name": res.name}
+        url = call("CreateQueue", res.key, client("sqs").create_queue, QueueName=res.name,
+                   Attributes=wire_attributes(props["attributes"]), tags=props["tags"])["QueueUrl"]
+        return {"url": url, "arn": queue_arn(url), "name": res.name}
 
     def update(self, res: Resource, props: dict[str, Any], observed: Observed, diffs: list[Diff]) -> dict[str, Any]:
         sqs, url = client("sqs"), observed.outputs["url"]
@@ -89,7 +127,8 @@ class QueueHandler(Handler):
             delta = {k: v for k, v in props["attributes"].items() if have.get(k) != v}
             # An attribute nobody declared (e.g. a policy someone added) is cleared.
             delta.update({k: "" for k in have if k not in props["attributes"]})
-            call("SetQueueAttributes", res.key, sqs.set_queue_attributes, QueueUrl=url, Attributes=_wire(delta))
+            call("SetQueueAttributes", res.key, sqs.set_queue_attributes, QueueUrl=url,
+                 Attributes=wire_attributes(delta))
         if changed(diffs, "tags"):
             call("TagQueue", res.key, sqs.tag_queue, QueueUrl=url, Tags=props["tags"])
         return observed.outputs
