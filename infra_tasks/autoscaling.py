@@ -6,11 +6,51 @@ from __future__ import annotations
 
 from typing import Any
 
-from .aws import client, retry_iam_propagation
+from .aws import Missing, absent, client, retry_iam_propagation
 from .handler import Handler, call
 from .model import Diff, Observed, Resource
 
 DIMENSION = "ecs:service:DesiredCount"
+# The Describe calls answer an empty list for a missing target or policy; the shared
+# table's ObjectNotFoundException covers the rest.
+MISSING = Missing.of("ObjectNotFoundException")
+
+# --- thin calls: "not there" is None ----------------------------------------------------
+
+
+def describe_scalable_target(resource_id: str) -> dict[str, Any] | None:
+    out = absent(f"autoscaling.target/{resource_id}", client("application-autoscaling").describe_scalable_targets,
+                 ServiceNamespace="ecs", ResourceIds=[resource_id], ScalableDimension=DIMENSION, missing=MISSING)
+    return next(iter((out or {}).get("ScalableTargets", [])), None)
+
+
+def describe_scaling_policy(resource_id: str, name: str) -> dict[str, Any] | None:
+    out = absent(f"autoscaling.policy/{name}", client("application-autoscaling").describe_scaling_policies,
+                 ServiceNamespace="ecs", ResourceId=resource_id, ScalableDimension=DIMENSION, PolicyNames=[name],
+                 missing=MISSING)
+    return next(iter((out or {}).get("ScalingPolicies", [])), None)
+
+
+# --- normalisers (pure) -------------------------------------------------------------
+
+
+def normalise_target_tracking(cfg: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in cfg.items() if v is not None}
+    out["TargetValue"] = float(out.get("TargetValue", 0))
+    out.setdefault("DisableScaleIn", False)
+    return out
+
+
+def normalise_scalable_target(t: dict[str, Any]) -> dict[str, Any]:
+    return {"min": t["MinCapacity"], "max": t["MaxCapacity"]}
+
+
+def normalise_scaling_policy(p: dict[str, Any]) -> dict[str, Any]:
+    return {"type": p["PolicyType"],
+            "target_tracking": normalise_target_tracking(p.get("TargetTrackingScalingPolicyConfiguration") or {})}
+
+
+# --- desired properties -------------------------------------------------------------
 
 
 def target_props(low: int, high: int) -> dict[str, Any]:
@@ -24,17 +64,18 @@ def policy_props(target: float, scale_in: int, scale_out: int) -> dict[str, Any]
         "ScaleInCooldown": scale_in, "ScaleOutCooldown": scale_out, "DisableScaleIn": False}}
 
 
+# --- the handlers -------------------------------------------------------------------
+
+
 class ScalableTargetHandler(Handler):
     kind = "autoscaling.target"
     taggable = False
 
     def read(self, res: Resource) -> Observed | None:
-        found = client("application-autoscaling").describe_scalable_targets(
-            ServiceNamespace="ecs", ResourceIds=[res.name], ScalableDimension=DIMENSION).get("ScalableTargets", [])
-        if not found:
+        t = describe_scalable_target(res.name)
+        if t is None:
             return None
-        t = found[0]
-        return Observed({"min": t["MinCapacity"], "max": t["MaxCapacity"]}, outputs={"resource_id": res.name})
+        return Observed(normalise_scalable_target(t), outputs={"resource_id": res.name})
 
     def create(self, res: Resource, props: dict[str, Any]) -> dict[str, Any]:
         aas = client("application-autoscaling")
@@ -49,27 +90,15 @@ class ScalableTargetHandler(Handler):
         return self.create(res, props)
 
 
-def _normalise_tt(cfg: dict[str, Any]) -> dict[str, Any]:
-    out = {k: v for k, v in cfg.items() if v is not None}
-    out["TargetValue"] = float(out.get("TargetValue", 0))
-    out.setdefault("DisableScaleIn", False)
-    return out
-
-
 class ScalingPolicyHandler(Handler):
     kind = "autoscaling.policy"
     taggable = False
 
     def read(self, res: Resource) -> Observed | None:
-        found = client("application-autoscaling").describe_scaling_policies(
-            ServiceNamespace="ecs", ResourceId=res.ident["resource_id"], ScalableDimension=DIMENSION,
-            PolicyNames=[res.name]).get("ScalingPolicies", [])
-        if not found:
+        p = describe_scaling_policy(res.ident["resource_id"], res.name)
+        if p is None:
             return None
-        p = found[0]
-        props = {"type": p["PolicyType"],
-                 "target_tracking": _normalise_tt(p.get("TargetTrackingScalingPolicyConfiguration") or {})}
-        return Observed(props, outputs={"arn": p["PolicyARN"]})
+        return Observed(normalise_scaling_policy(p), outputs={"arn": p["PolicyARN"]})
 
     def create(self, res: Resource, props: dict[str, Any]) -> dict[str, Any]:
         out = call("PutScalingPolicy", res.key, client("application-autoscaling").put_scaling_policy,

@@ -5,14 +5,30 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .aws import client, not_found
+from .aws import Missing, absent, client
 from .handler import Handler, call, changed, tag_dict, tag_list
 from .model import Diff, Observed, Resource
 
+MISSING = Missing.of("ResourceNotFoundException")
 
-def task_state_pattern(cluster_arn: str) -> dict[str, Any]:
-    return {"source": ["aws.ecs"], "detail-type": ["ECS Task State Change"],
-            "detail": {"clusterArn": [cluster_arn]}}
+# --- thin calls: "not there" is None ----------------------------------------------------
+
+
+def describe_rule(name: str) -> dict[str, Any] | None:
+    return absent(f"events.rule/{name}", client("events").describe_rule, Name=name, missing=MISSING)
+
+
+def rule_targets(name: str) -> list[dict[str, Any]]:
+    return (absent(f"events.rule/{name}", client("events").list_targets_by_rule, Rule=name, missing=MISSING)
+            or {}).get("Targets", [])
+
+
+def rule_tags(name: str, arn: str) -> list[dict[str, str]]:
+    return (absent(f"events.rule/{name}", client("events").list_tags_for_resource, ResourceARN=arn,
+                   missing=MISSING) or {}).get("Tags", [])
+
+
+# --- normalisers (pure) -------------------------------------------------------------
 
 
 def normalise_pattern(p: str | dict[str, Any] | None) -> Any:
@@ -29,6 +45,23 @@ def normalise_pattern(p: str | dict[str, Any] | None) -> Any:
     return canon(data)
 
 
+def normalise_rule(rule: dict[str, Any], targets: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "pattern": normalise_pattern(rule.get("EventPattern")),
+        "state": rule.get("State"),
+        "description": rule.get("Description", ""),
+        "targets": {t["Id"]: t["Arn"] for t in targets},
+    }
+
+
+# --- desired properties -------------------------------------------------------------
+
+
+def task_state_pattern(cluster_arn: str) -> dict[str, Any]:
+    return {"source": ["aws.ecs"], "detail-type": ["ECS Task State Change"],
+            "detail": {"clusterArn": [cluster_arn]}}
+
+
 def rule_props(cluster_arn: str, queue_arn: Any, tags: dict[str, str]) -> dict[str, Any]:
     return {
         "pattern": normalise_pattern(task_state_pattern(cluster_arn)),
@@ -39,26 +72,18 @@ def rule_props(cluster_arn: str, queue_arn: Any, tags: dict[str, str]) -> dict[s
     }
 
 
+# --- the handler --------------------------------------------------------------------
+
+
 class RuleHandler(Handler):
     kind = "events.rule"
 
     def read(self, res: Resource) -> Observed | None:
-        ev = client("events")
-        try:
-            rule = ev.describe_rule(Name=res.name)
-        except Exception as exc:  # noqa: BLE001
-            if not_found(exc):
-                return None
-            raise
-        targets = ev.list_targets_by_rule(Rule=res.name).get("Targets", [])
-        tags = ev.list_tags_for_resource(ResourceARN=rule["Arn"]).get("Tags", [])
-        props = {
-            "pattern": normalise_pattern(rule.get("EventPattern")),
-            "state": rule.get("State"),
-            "description": rule.get("Description", ""),
-            "targets": {t["Id"]: t["Arn"] for t in targets},
-        }
-        return Observed(props, outputs={"arn": rule["Arn"]}, tags=tag_dict(tags))
+        rule = describe_rule(res.name)
+        if rule is None:
+            return None
+        return Observed(normalise_rule(rule, rule_targets(res.name)), outputs={"arn": rule["Arn"]},
+                        tags=tag_dict(rule_tags(res.name, rule["Arn"])))
 
     def _put_rule(self, res: Resource, props: dict[str, Any], **extra: Any) -> str:
         return call("PutRule", res.key, client("events").put_rule, Name=res.name,

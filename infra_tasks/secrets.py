@@ -12,9 +12,38 @@ import json
 import os
 from typing import Any
 
-from .aws import InfraError, client, not_found
-from .handler import Handler, call, changed, tag_list
+from .aws import InfraError, Missing, absent, client
+from .handler import Handler, call, changed, tag_dict, tag_list
 from .model import Diff, Observed, Resource, Sensitive
+
+MISSING = Missing.of("ResourceNotFoundException")
+
+# --- thin calls: "not there" is None ----------------------------------------------------
+
+
+def describe_secret(name: str) -> dict[str, Any] | None:
+    return absent(f"secretsmanager.secret/{name}", client("secretsmanager").describe_secret, SecretId=name,
+                  missing=MISSING)
+
+
+def secret_string(name: str, arn: str) -> str | None:
+    out = absent(f"secretsmanager.secret/{name}", client("secretsmanager").get_secret_value, SecretId=arn,
+                 missing=MISSING)
+    return (out or {}).get("SecretString")
+
+
+# --- normalisers (pure) -------------------------------------------------------------
+
+
+def parse_secret(raw: str | None) -> Any:
+    """A secret string as JSON when it is JSON (ours is), else as it is."""
+    try:
+        return json.loads(raw or "")
+    except ValueError:
+        return raw
+
+
+# --- desired properties -------------------------------------------------------------
 
 
 def _given() -> Sensitive | None:
@@ -47,11 +76,7 @@ def desired_props(tags: dict[str, str], value: Sensitive | None) -> dict[str, An
             "tags": tags}
 
 
-def _parse(raw: str | None) -> Any:
-    try:
-        return json.loads(raw or "")
-    except ValueError:
-        return raw
+# --- the handler --------------------------------------------------------------------
 
 
 class SecretHandler(Handler):
@@ -66,22 +91,16 @@ class SecretHandler(Handler):
         return None
 
     def read(self, res: Resource) -> Observed | None:
-        sm = client("secretsmanager")
-        try:
-            meta = sm.describe_secret(SecretId=res.name)
-        except Exception as exc:  # noqa: BLE001
-            if not_found(exc):
-                return None
-            raise
+        meta = describe_secret(res.name)
+        if meta is None:
+            return None
+        tags = tag_dict(meta.get("Tags"))
         if meta.get("DeletedDate"):
-            return Observed({"deleted": True}, outputs={"arn": meta["ARN"]},
-                            tags={t["Key"]: t["Value"] for t in meta.get("Tags", [])})
+            return Observed({"deleted": True}, outputs={"arn": meta["ARN"]}, tags=tags)
         props: dict[str, Any] = {"description": meta.get("Description")}
-        if res.props.get("value") is not None:
-            raw = sm.get_secret_value(SecretId=meta["ARN"]).get("SecretString")
-            props["value"] = Sensitive(_parse(raw))
-        return Observed(props, outputs={"arn": meta["ARN"], "name": res.name},
-                        tags={t["Key"]: t["Value"] for t in meta.get("Tags", [])})
+        if res.props.get("value") is not None:  # rotation asked for: only then is the value read
+            props["value"] = Sensitive(parse_secret(secret_string(res.name, meta["ARN"])))
+        return Observed(props, outputs={"arn": meta["ARN"], "name": res.name}, tags=tags)
 
     def create(self, res: Resource, props: dict[str, Any]) -> dict[str, Any]:
         blocker = self.create_blocker(res, props)
