@@ -5,10 +5,32 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .aws import InfraError, client, paginate
+from .aws import InfraError, Missing, absent, client, paginate
 from .config import Network
 from .handler import Handler, call, changed, tag_dict, tag_list
 from .model import Diff, Observed, Resource
+
+# Describe calls filtered by name answer an empty list; by id, these codes.
+MISSING = Missing.of("InvalidGroup.NotFound", "InvalidVpcID.NotFound", "InvalidSubnetID.NotFound")
+
+# --- thin calls: "not there" is None ----------------------------------------------------
+
+
+def describe_vpcs(what: str, filters: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return (absent(what, client("ec2").describe_vpcs, Filters=filters, missing=MISSING) or {}).get("Vpcs", [])
+
+
+def describe_subnets(filters: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return list(paginate(client("ec2"), "describe_subnets", "Subnets", Filters=filters))
+
+
+def describe_security_group(name: str, vpc_id: str) -> dict[str, Any] | None:
+    out = absent(f"ec2.security_group/{name}", client("ec2").describe_security_groups, Filters=[
+        {"Name": "group-name", "Values": [name]}, {"Name": "vpc-id", "Values": [vpc_id]}], missing=MISSING)
+    return next(iter((out or {}).get("SecurityGroups", [])), None)
+
+
+# --- facts: the configured network, resolved once per run -----------------------------
 
 
 @dataclass(frozen=True)
@@ -20,17 +42,14 @@ class NetworkFacts:
 
 def resolve_network(net: Network, where: str) -> NetworkFacts:
     """Find the VPC and subnets `net` selects; an error names the selector and the fix."""
-    ec2 = client("ec2")
     sel = net.vpc
     if sel.id:
-        vpcs = ec2.describe_vpcs(Filters=[{"Name": "vpc-id", "Values": [sel.id]}])["Vpcs"]
-        what = f"{where}.network.vpc.id = {sel.id!r}"
+        what, flt = f"{where}.network.vpc.id = {sel.id!r}", {"Name": "vpc-id", "Values": [sel.id]}
     elif sel.name:
-        vpcs = ec2.describe_vpcs(Filters=[{"Name": "tag:Name", "Values": [sel.name]}])["Vpcs"]
-        what = f"{where}.network.vpc.name = {sel.name!r}"
+        what, flt = f"{where}.network.vpc.name = {sel.name!r}", {"Name": "tag:Name", "Values": [sel.name]}
     else:
-        vpcs = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"]
-        what = f"{where}.network.vpc.default = true"
+        what, flt = f"{where}.network.vpc.default = true", {"Name": "is-default", "Values": ["true"]}
+    vpcs = describe_vpcs(what, [flt])
     if len(vpcs) != 1:
         found = ", ".join(v["VpcId"] for v in vpcs) or "none"
         raise InfraError(f"{what}: expected exactly one VPC, found {found}; set network.vpc to an existing VPC's "
@@ -41,7 +60,7 @@ def resolve_network(net: Network, where: str) -> NetworkFacts:
         filters.append({"Name": "subnet-id", "Values": list(net.subnets.ids)})
     for k, v in (net.subnets.tags or {}).items():
         filters.append({"Name": f"tag:{k}", "Values": [v]})
-    subnets = list(paginate(ec2, "describe_subnets", "Subnets", Filters=filters))
+    subnets = describe_subnets(filters)
     if net.subnets.ids:
         missing = sorted(set(net.subnets.ids) - {s["SubnetId"] for s in subnets})
         if missing:
@@ -53,9 +72,7 @@ def resolve_network(net: Network, where: str) -> NetworkFacts:
     return NetworkFacts(vpc_id, ids, public)
 
 
-# --- security groups ---------------------------------------------------------------
-
-ALL_EGRESS = [{"protocol": "-1", "from": None, "to": None, "cidr": "0.0.0.0/0"}]
+# --- normalisers (pure) -------------------------------------------------------------
 
 
 def flatten_rules(perms: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -93,8 +110,22 @@ def to_permission(rule: dict[str, Any]) -> dict[str, Any]:
     return perm
 
 
+def normalise_security_group(g: dict[str, Any]) -> dict[str, Any]:
+    return {"description": g.get("Description"), "vpc_id": g["VpcId"],
+            "ingress": flatten_rules(g.get("IpPermissions")),
+            "egress": flatten_rules(g.get("IpPermissionsEgress"))}
+
+
+# --- desired properties -------------------------------------------------------------
+
+ALL_EGRESS = [{"protocol": "-1", "from": None, "to": None, "cidr": "0.0.0.0/0"}]
+
+
 def sg_props(description: str, vpc_id: str, tags: dict[str, str]) -> dict[str, Any]:
     return {"description": description, "vpc_id": vpc_id, "ingress": [], "egress": list(ALL_EGRESS), "tags": tags}
+
+
+# --- the handler --------------------------------------------------------------------
 
 
 class SecurityGroupHandler(Handler):
@@ -102,29 +133,19 @@ class SecurityGroupHandler(Handler):
     replace_paths = ("description", "vpc_id")
 
     def read(self, res: Resource) -> Observed | None:
-        groups = client("ec2").describe_security_groups(Filters=[
-            {"Name": "group-name", "Values": [res.name]},
-            {"Name": "vpc-id", "Values": [res.ident["vpc_id"]]},
-        ])["SecurityGroups"]
-        if not groups:
+        g = describe_security_group(res.name, res.ident["vpc_id"])
+        if g is None:
             return None
-        g = groups[0]
-        props = {"description": g.get("Description"), "vpc_id": g["VpcId"],
-                 "ingress": flatten_rules(g.get("IpPermissions")),
-                 "egress": flatten_rules(g.get("IpPermissionsEgress"))}
-        return Observed(props, outputs={"id": g["GroupId"]}, tags=tag_dict(g.get("Tags")))
+        return Observed(normalise_security_group(g), outputs={"id": g["GroupId"]}, tags=tag_dict(g.get("Tags")))
 
     def create(self, res: Resource, props: dict[str, Any]) -> dict[str, Any]:
-        ec2 = client("ec2")
-        out = call("CreateSecurityGroup", res.key, ec2.create_security_group, GroupName=res.name,
+        out = call("CreateSecurityGroup", res.key, client("ec2").create_security_group, GroupName=res.name,
                    Description=props["description"], VpcId=props["vpc_id"],
                    TagSpecifications=[{"ResourceType": "security-group", "Tags": tag_list(props["tags"])}])
-        gid = out["GroupId"]
-        # AWS adds allow-all IPv4 egress to a new group; reconcile to exactly what is declared.
-        obs = self.read(res)
-        if obs is not None:
-            self._rules(res, gid, props, obs.props)
-        return {"id": gid}
+        # AWS gives every new VPC security group exactly one rule, allow-all IPv4 egress, and
+        # no ingress: reconcile from that known state to what is declared (no read needed).
+        self._rules(res, out["GroupId"], props, {"ingress": [], "egress": list(ALL_EGRESS)})
+        return {"id": out["GroupId"]}
 
     def update(self, res: Resource, props: dict[str, Any], observed: Observed, diffs: list[Diff]) -> dict[str, Any]:
         gid = observed.outputs["id"]
