@@ -7,10 +7,14 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .aws import client, error_code, paginate
+from . import ecs_taskdef, events, iam, logs, s3, sqs
+from .aws import BotoCoreError, ClientError, InfraError, Missing, absent, client, paginate
 from .config import InfraConfig
 from .handler import tag_dict
 from .model import OWNER_TAG
+
+# A bucket of another account that happens to match our prefix cannot be read: not ours.
+FOREIGN_BUCKET = Missing(s3.MISSING.codes | {"AccessDenied", "403"})
 
 
 def _ours(tags: dict[str, str], owner: str, env: str) -> bool:
@@ -18,30 +22,27 @@ def _ours(tags: dict[str, str], owner: str, env: str) -> bool:
 
 
 def roles(prefix: str, owner: str, env: str) -> list[str]:
-    iam = client("iam")
     out = []
-    for r in paginate(iam, "list_roles", "Roles"):
-        if r["RoleName"].startswith(prefix + "-"):
-            if _ours(tag_dict(iam.list_role_tags(RoleName=r["RoleName"]).get("Tags")), owner, env):
-                out.append(f"iam.role/{r['RoleName']}")
+    for r in paginate(client("iam"), "list_roles", "Roles"):
+        if r["RoleName"].startswith(prefix + "-") and _ours(tag_dict(iam.role_tags(r["RoleName"])), owner, env):
+            out.append(f"iam.role/{r['RoleName']}")
     return out
 
 
 def log_groups(prefix: str, owner: str, env: str) -> list[str]:
-    logs = client("logs")
     out = []
-    for g in paginate(logs, "describe_log_groups", "logGroups", logGroupNamePrefix=f"/ecs/{prefix}-"):
-        if _ours(logs.list_tags_for_resource(resourceArn=g["arn"].removesuffix(":*")).get("tags", {}), owner, env):
+    for g in paginate(client("logs"), "describe_log_groups", "logGroups", logGroupNamePrefix=f"/ecs/{prefix}-"):
+        if _ours(logs.log_group_tags(g["logGroupName"], logs.log_group_arn(g)), owner, env):
             out.append(f"logs.group/{g['logGroupName']}")
     return out
 
 
 def queues(prefix: str, owner: str, env: str) -> list[str]:
-    sqs = client("sqs")
     out = []
-    for url in sqs.list_queues(QueueNamePrefix=f"{prefix}-").get("QueueUrls", []):
-        if _ours(sqs.list_queue_tags(QueueUrl=url).get("Tags", {}), owner, env):
-            out.append(f"sqs.queue/{url.rsplit('/', 1)[1]}")
+    for url in client("sqs").list_queues(QueueNamePrefix=f"{prefix}-").get("QueueUrls", []):
+        name = url.rsplit("/", 1)[1]
+        if _ours(sqs.queue_tags(name, url), owner, env):
+            out.append(f"sqs.queue/{name}")
     return out
 
 
@@ -78,34 +79,28 @@ def task_families(prefix: str, owner: str, env: str) -> list[str]:
     ecs = client("ecs")
     out = []
     for family in paginate(ecs, "list_task_definition_families", "families", familyPrefix=prefix, status="ACTIVE"):
-        got = ecs.describe_task_definition(taskDefinition=family, include=["TAGS"])
-        if _ours(tag_dict(got.get("tags"), "key", "value"), owner, env):
+        got = ecs_taskdef.describe_task_definition(family)
+        if got and _ours(tag_dict(got.get("tags"), "key", "value"), owner, env):
             out.append(f"ecs.task_definition/{family}")
     return out
 
 
 def buckets(prefix: str, owner: str, env: str) -> list[str]:
-    s3 = client("s3")
     out = []
-    for b in s3.list_buckets().get("Buckets", []):
+    for b in client("s3").list_buckets().get("Buckets", []):
         if not b["Name"].startswith(prefix + "-"):
             continue
-        try:
-            tags = tag_dict(s3.get_bucket_tagging(Bucket=b["Name"]).get("TagSet"))
-        except Exception as exc:  # noqa: BLE001
-            if error_code(exc) in ("NoSuchTagSet", "NoSuchTagSetError", "AccessDenied"):
-                continue
-            raise
-        if _ours(tags, owner, env):
+        got = absent(f"s3.bucket/{b['Name']}", client("s3").get_bucket_tagging, Bucket=b["Name"],
+                     missing=FOREIGN_BUCKET)
+        if got and _ours(tag_dict(got.get("TagSet")), owner, env):
             out.append(f"s3.bucket/{b['Name']}")
     return out
 
 
 def rules(prefix: str, owner: str, env: str) -> list[str]:
-    ev = client("events")
     out = []
-    for r in ev.list_rules(NamePrefix=f"{prefix}-").get("Rules", []):
-        if _ours(tag_dict(ev.list_tags_for_resource(ResourceARN=r["Arn"]).get("Tags")), owner, env):
+    for r in client("events").list_rules(NamePrefix=f"{prefix}-").get("Rules", []):
+        if _ours(tag_dict(events.rule_tags(r["Name"], r["Arn"])), owner, env):
             out.append(f"events.rule/{r['Name']}")
     return out
 
@@ -124,6 +119,6 @@ def owned(cfg: InfraConfig, env: str, owner: str) -> tuple[list[str], dict[str, 
     for kind, finder in FINDERS.items():
         try:
             found.extend(finder(cfg.prefix, owner, env))
-        except Exception as exc:  # noqa: BLE001 - reported, never silently "in sync"
+        except (InfraError, ClientError, BotoCoreError) as exc:  # reported, never silently "in sync"
             failed[kind] = str(exc).split("\n")[0]
     return found, failed
