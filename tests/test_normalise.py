@@ -160,3 +160,117 @@ def test_sensitive_never_rendered() -> None:
     d = Diff("value", Sensitive({"PREFECT_API_KEY": "pnu_secret"}), Sensitive({"PREFECT_API_KEY": "pnu_new"}))
     assert "pnu_" not in " ".join(d.render())
     assert "pnu_" not in repr(Sensitive("pnu_secret"))
+
+
+# --- each kind's public normaliser: AWS's answer -> the desired properties' shape ---------
+
+def test_s3_bucket_answers_normalised() -> None:
+    from infra_tasks.names import bucket_arn
+
+    desired = s3.desired_props("us-east-1", bucket_arn("aws", "b"), 30, {})
+    answers = dict(
+        location={"LocationConstraint": None}, versioning={"Status": "Enabled"},
+        public_access_block={"PublicAccessBlockConfiguration": dict(s3.PUBLIC_ACCESS_BLOCK)},
+        encryption={"ServerSideEncryptionConfiguration": {"Rules": [{
+            "ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256", "KMSMasterKeyID": ""},
+            "BucketKeyEnabled": True}]}},
+        bucket_policy={"Policy": __import__("json").dumps(s3.tls_only_policy(bucket_arn("aws", "b")))},
+        lifecycle={"Rules": [{**S3_RULES[0], "Filter": {}}]})
+    assert s3.normalise_bucket(**answers) == {k: v for k, v in desired.items() if k != "tags"}
+    # Nothing set (every configuration read answered "not there", i.e. {}):
+    assert s3.normalise_bucket({}, {}, {}, {}, {}, {}) == {
+        "region": "us-east-1", "versioning": None, "public_access_block": None, "encryption": None,
+        "policy": None, "lifecycle": None}
+    assert s3.normalise_bucket({"LocationConstraint": "eu-west-1"}, {}, {}, {}, {}, {})["region"] == "eu-west-1"
+
+
+def test_iam_role_answer_normalised() -> None:
+    from infra_tasks import iam
+
+    trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                     "Principal": {"Service": "ecs-tasks.amazonaws.com"}}]}
+    desired = iam.role_props(trust, "d", {"p": trust}, ["arn:aws:iam::1:policy/b", "arn:aws:iam::1:policy/a"], {})
+    # AWS's equivalent form: a single statement, a one-item action list.
+    role = {"AssumeRolePolicyDocument": {"Version": "2012-10-17",
+                                         "Statement": {**trust["Statement"][0], "Action": ["sts:AssumeRole"]}},
+            "Description": "d", "MaxSessionDuration": 3600}
+    got = iam.normalise_role(role, {"p": trust}, ["arn:aws:iam::1:policy/a", "arn:aws:iam::1:policy/b"])
+    assert got == {k: v for k, v in desired.items() if k != "tags"}
+    assert iam.normalise_role({**role, "PermissionsBoundary": {"PermissionsBoundaryArn": "arn:b"}}, {}, [])[
+        "permissions_boundary"] == "arn:b"
+
+
+@pytest.mark.parametrize("versions,spare", [
+    ([{"VersionId": "v1", "IsDefaultVersion": True, "CreateDate": 1}], None),
+    ([{"VersionId": f"v{i}", "IsDefaultVersion": i == 5, "CreateDate": i} for i in (3, 1, 2, 4, 5)], "v1"),
+])
+def test_iam_policy_room_for_a_new_version(versions, spare) -> None:
+    from infra_tasks import iam
+
+    assert iam.spare_version(versions) == spare
+
+
+def test_iam_oidc_provider_found_by_host() -> None:
+    from infra_tasks import iam
+
+    arns = ["arn:aws:iam::1:oidc-provider/token.actions.githubusercontent.com",
+            "arn:aws-cn:iam::1:oidc-provider/oidc.circleci.com/org/o"]
+    assert iam.oidc_provider_for(arns, "oidc.circleci.com/org/o") == arns[1]
+    assert iam.oidc_provider_for(arns, "oidc.circleci.com/org/other") is None
+
+
+def test_ecs_cluster_and_service_answers_normalised() -> None:
+    from infra_tasks import ecs
+
+    cluster = {"status": "ACTIVE", "settings": [{"name": "containerInsights", "value": "enabled"}],
+               "capacityProviders": ["FARGATE_SPOT", "FARGATE"],
+               "defaultCapacityProviderStrategy": [{"capacityProvider": "FARGATE", "weight": 1}]}
+    assert ecs.normalise_cluster(cluster) == {k: v for k, v in ecs.cluster_props({}).items() if k != "tags"}
+    assert ecs.active([{**cluster, "status": "INACTIVE"}]) is None and ecs.active([cluster]) is cluster
+    desired = ecs.service_props(task_definition="arn:td:1", desired=1, low=1, high=3, subnets=["s2", "s1"],
+                                security_group="sg-1", public_ip=False, tags={})
+    service = {"taskDefinition": "arn:td:1", "desiredCount": 2, "launchType": "FARGATE", "platformVersion": "LATEST",
+               "networkConfiguration": {"awsvpcConfiguration": {"subnets": ["s1", "s2"], "securityGroups": ["sg-1"]}},
+               "deploymentConfiguration": {"deploymentCircuitBreaker": {"enable": True, "rollback": True},
+                                           "maximumPercent": 200, "minimumHealthyPercent": 100},
+               "propagateTags": "SERVICE", "enableECSManagedTags": True}
+    assert diff({k: v for k, v in desired.items() if k != "tags"}, ecs.normalise_service(service)) == []
+
+
+def test_autoscaling_answers_normalised() -> None:
+    from infra_tasks import autoscaling
+
+    assert autoscaling.normalise_scalable_target({"MinCapacity": 1, "MaxCapacity": 3}) == \
+        autoscaling.target_props(1, 3)
+    desired = autoscaling.policy_props(70, 300, 60)
+    answer = {"PolicyType": "TargetTrackingScaling", "TargetTrackingScalingPolicyConfiguration": {
+        "TargetValue": 70, "ScaleInCooldown": 300, "ScaleOutCooldown": 60, "CustomizedMetricSpecification": None,
+        "PredefinedMetricSpecification": {"PredefinedMetricType": "ECSServiceAverageCPUUtilization"}}}
+    assert autoscaling.normalise_scaling_policy(answer) == desired
+
+
+def test_events_logs_secrets_ecr_answers_normalised() -> None:
+    from infra_tasks import logs, secrets
+
+    rule = {"EventPattern": '{"source": ["aws.ecs"], "detail-type": ["ECS Task State Change"], '
+                            '"detail": {"clusterArn": ["arn:c"]}}', "State": "ENABLED",
+            "Description": events.rule_props("arn:c", "arn:q", {})["description"]}
+    assert events.normalise_rule(rule, [{"Id": "observer-queue", "Arn": "arn:q"}]) == \
+        {k: v for k, v in events.rule_props("arn:c", "arn:q", {}).items() if k != "tags"}
+    group = {"logGroupName": "/g", "arn": "arn:aws:logs:r:1:log-group:/g:*", "retentionInDays": 30}
+    assert logs.log_group_arn(group) == "arn:aws:logs:r:1:log-group:/g"
+    assert logs.normalise_log_group(group) == {"retention_days": 30}
+    assert secrets.parse_secret('{"PREFECT_API_KEY": "k"}') == {"PREFECT_API_KEY": "k"}
+    assert secrets.parse_secret("plain") == "plain" and secrets.parse_secret(None) is None
+    repo = {"imageScanningConfiguration": {"scanOnPush": True}, "imageTagMutability": "IMMUTABLE"}
+    import json
+    assert ecr.normalise_repository(repo, json.dumps(ecr.lifecycle_policy(5))) == \
+        {k: v for k, v in ecr.desired_props(5, "IMMUTABLE", {}).items() if k != "tags"}
+
+
+def test_security_group_answer_normalised() -> None:
+    from infra_tasks.ec2 import normalise_security_group, sg_props
+
+    g = {"Description": "d", "VpcId": "vpc-1", "IpPermissions": [],
+         "IpPermissionsEgress": [{"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]}
+    assert normalise_security_group(g) == {k: v for k, v in sg_props("d", "vpc-1", {}).items() if k != "tags"}
