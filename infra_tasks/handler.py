@@ -3,6 +3,12 @@
 A handler reads a resource (returning normalised properties, or None when absent),
 and creates or updates it from resolved desired properties. Decisions are not made
 here: the engine diffs and decides; handlers only translate a decision into calls.
+
+Each AWS service module reads the same way, top to bottom: `MISSING` (how the service
+says "not there", an `aws.Missing`) → thin boto3 reads through `aws.absent` (None when
+missing, any other error translated) → public, pure `normalise_*` functions → desired
+properties → one `Handler` subclass per resource kind. While applying, a handler reads
+only what AWS itself requires (each such read says why in a comment).
 """
 
 from __future__ import annotations
