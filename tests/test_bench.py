@@ -1,0 +1,73 @@
+"""The benchmark's critical-path arithmetic, as tables (no timing), and its independence
+from the test package."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from bench.critical_path import Stage, bound_at, critical_path, longest_chain
+from bench.trace import StageLog
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+@pytest.mark.parametrize("calls, deps, length, chain", [
+    ({}, {}, 0, []),
+    ({"a": 3}, {}, 3, ["a"]),
+    # independent resources: the heaviest one alone
+    ({"a": 3, "b": 5, "c": 1}, {}, 5, ["b"]),
+    # a chain adds up
+    ({"a": 1, "b": 2, "c": 4}, {"b": ("a",), "c": ("b",)}, 7, ["a", "b", "c"]),
+    # a diamond: the heavier branch counts, the shared root once
+    ({"vpc": 2, "role": 5, "sg": 1, "svc": 3}, {"role": ("vpc",), "sg": ("vpc",), "svc": ("role", "sg")},
+     10, ["vpc", "role", "svc"]),
+    # many light links beat one heavy resource
+    ({"a": 1, "b": 1, "c": 1, "d": 1, "heavy": 3}, {"b": ("a",), "c": ("b",), "d": ("c",)}, 4, ["a", "b", "c", "d"]),
+    # a dependency that made no calls in this stage (absent) is ignored
+    ({"svc": 2}, {"svc": ("cluster",)}, 2, ["svc"]),
+    # a resource with zero calls (no-op) still links its dependants
+    ({"a": 2, "b": 0, "c": 3}, {"b": ("a",), "c": ("b",)}, 5, ["a", "b", "c"]),
+])
+def test_longest_chain(calls: dict, deps: dict, length: int, chain: list) -> None:
+    assert longest_chain(calls, deps) == (length, chain)
+
+
+def test_cycle_is_an_error() -> None:
+    with pytest.raises(ValueError, match="cycle"):
+        longest_chain({"a": 1, "b": 1}, {"a": ("b",), "b": ("a",)})
+
+
+def test_command_critical_path_sums_stages() -> None:
+    stages = [
+        Stage("outside", serial=4),                                      # facts, lock
+        Stage("plan", serial=3, calls={f"r{i}": 1 for i in range(20)}),  # facts + 20 parallel reads
+        Stage("apply", calls={"a": 2, "b": 3, "c": 1}, deps={"b": ("a",)}),
+        Stage("verify", calls={"a": 8, "b": 2, "c": 1}),
+    ]
+    assert [s.critical() for s in stages] == [4, 4, 5, 8]
+    assert critical_path(stages) == 21
+    # with 8 workers the 20 reads take ceil(20 / 8) = 3 rounds; the others are chain-bound
+    assert [s.critical_at(8) for s in stages] == [4, 6, 5, 8]
+    assert bound_at(stages, 8) == 23
+    assert bound_at(stages, 1) == 4 + 23 + 6 + 11
+
+
+def test_only_delayed_calls_count() -> None:
+    """With latency on AWS calls only, the Prefect calls on the path cost nothing."""
+    log = StageLog("apply", owner=0, serial=[("prefect", "POST /api/flow_runs/")],
+                   resources={"s3.bucket/x": [("aws", "s3:CreateBucket"), ("aws", "s3:PutBucketPolicy")],
+                              "prefect.block/x": [("prefect", "GET a"), ("prefect", "POST b")]},
+                   deps={"prefect.block/x": ("s3.bucket/x",)})
+    assert log.stage(("aws",)).critical() == 2
+    assert log.stage(("aws", "prefect")).critical() == 5
+
+
+def test_bench_does_not_import_tests() -> None:
+    for path in BENCH.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n == "tests" or n.startswith("tests.") for n in names), f"{path.name} imports {names}"
