@@ -84,8 +84,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from infra_tasks.prefect_objects import PREFECT_CALLS
-
     t = deployment_type_for_branch(args.branch)
     cfg = load_config(args.config)
     target = resolve_target(cfg, t, args.image_tag or cfg.agent.image_tag, branch=args.branch)
@@ -107,8 +105,10 @@ def run(args: argparse.Namespace) -> int:
 
     from prefect.client.orchestration import get_client
 
+    from infra_tasks.prefect_objects import PREFECT_CALLS
+
     writes = PREFECT_CALLS.total
-    with get_client(sync_client=True) as client:
+    with workspace.answering(f"the deployments of work pool {target.pool}"), get_client(sync_client=True) as client:
         if resources:
             workspace.preflight(client, [target.pool])
             plan = workspace.plan(resources, target)

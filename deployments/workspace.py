@@ -6,7 +6,8 @@ longer declares. Reads and writes go to the Prefect API the process is connected
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import contextlib
+from typing import TYPE_CHECKING, Iterator
 
 from infra_tasks.aws import InfraError
 from infra_tasks.model import Action, Change, Plan, Resource
@@ -16,6 +17,23 @@ from .plan import MANIFEST_TAG, Target
 
 if TYPE_CHECKING:
     from prefect.client.orchestration import SyncPrefectClient
+
+
+@contextlib.contextmanager
+def answering(what: str) -> Iterator[None]:
+    """The Prefect API not answering (or answering 5xx) as a DeployError naming the API
+    and the next step, not a traceback; any other exception shows as it is (a bug)."""
+    from infra_tasks.prefect_objects import translate
+
+    try:
+        yield
+    except DeployError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - translated when it is the API's, else re-raised
+        err = translate(exc, "reading", what)
+        if isinstance(err, InfraError):
+            raise DeployError(f"{err}\n  Nothing was deployed.") from None
+        raise
 
 
 def api_url() -> str | None:

@@ -575,6 +575,18 @@ def test_dry_run_needs_no_prefect_api(deploy, tmp_path, capsys) -> None:
     assert "no Prefect API is configured" in capsys.readouterr().err
 
 
+def test_a_prefect_api_that_does_not_answer_is_one_message(deploy, tmp_path, capsys) -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    m = manifest(tmp_path, HELLO)
+    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:9/api"}):
+        assert deploy("--branch", "main-v2", "--manifest", str(m), "--plan") == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: reading failed for the deployments of work pool {PREFIX}-main: the Prefect API at "
+                          f"http://127.0.0.1:9/api did not answer")
+    assert err.rstrip().endswith("Nothing was deployed.") and "Traceback" not in err
+
+
 BAD_MANIFESTS = {
     "unknown entrypoint": ("entrypoint: flows/example.py:hello", "entrypoint: flows/missing.py:hello",
                            "file flows/missing.py does not exist"),
