@@ -9,7 +9,6 @@ existing value is left alone and read-only runs never fetch it.
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 from .aws import InfraError, Missing, absent, client
@@ -44,31 +43,6 @@ def parse_secret(raw: str | None) -> Any:
 
 
 # --- desired properties -------------------------------------------------------------
-
-
-def _given() -> Sensitive | None:
-    url, key = os.environ.get("PREFECT_API_URL"), os.environ.get("PREFECT_API_KEY")
-    if url and key:
-        return Sensitive({"PREFECT_API_URL": url, "PREFECT_API_KEY": key})
-    return None
-
-
-def credentials_from_env() -> Sensitive | None:
-    """The value to keep the secret equal to: only when rotation is asked for
-    (`bootstrap --rotate-credentials`). Otherwise the stored value is never read —
-    flow runs have PREFECT_API_* in their environment and must not rewrite it."""
-    return _given() if os.environ.get("INFRA_ROTATE_CREDENTIALS") == "1" else None
-
-
-def initial_value() -> Sensitive | None:
-    """The value to create a missing secret with."""
-    given = _given()
-    if given is None and os.environ.get("INFRA_SANDBOX_ACCOUNT"):
-        # Sandbox only: a placeholder so the whole stack can be built without Prefect Cloud;
-        # only ever used to create, never compared with an existing secret.
-        url = os.environ.get("PREFECT_API_URL") or "http://127.0.0.1:4200/api"
-        return Sensitive({"PREFECT_API_URL": url, "PREFECT_API_KEY": "sandbox"})
-    return given
 
 
 def desired_props(tags: dict[str, str], value: Sensitive | None) -> dict[str, Any]:
