@@ -60,8 +60,9 @@ def sandbox_env(endpoint: str, account_id: str, region: str) -> Iterator[None]:
 @contextlib.contextmanager
 def moto_server(port: int | None = None) -> Iterator[str]:
     """Start moto's threaded server on 127.0.0.1 (a free port); yields its URL."""
-    # AWS managed policies (AmazonECSTaskExecutionRolePolicy) exist only when loaded.
-    os.environ["MOTO_IAM_LOAD_MANAGED_POLICIES"] = "true"
+    # No AWS managed policies: the stack attaches none (its roles' policies are its own,
+    # scoped ones), and loading them costs about a second for every account after a reset.
+    os.environ.pop("MOTO_IAM_LOAD_MANAGED_POLICIES", None)
     try:
         from moto.server import ThreadedMotoServer
     except ImportError as exc:  # pragma: no cover - depends on the install
