@@ -6,7 +6,7 @@ from __future__ import annotations
 
 def clean_prefect_api() -> None:
     """Delete deployments, work pools (but the default ones), blocks, global concurrency
-    limits and variables."""
+    limits, variables and automations."""
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as c:
@@ -21,3 +21,5 @@ def clean_prefect_api() -> None:
             c.delete_global_concurrency_limit_by_name(g.name)
         for v in c.read_variables():
             c.delete_variable_by_name(v.name)
+        for a in c.read_automations():
+            c.delete_automation(a.id)

@@ -42,6 +42,13 @@ IMAGE_TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 REGION_RE = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 IP_RE = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
+# A Prefect block document by name: block type slug (lowercase, dashes) / block name
+# (Prefect allows lowercase letters, digits and dashes in block names).
+BLOCK_REF_RE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*/[a-z0-9]+(-[a-z0-9]+)*$")
+
+# Said by every plan that includes the Prefect side when no alerts block is configured.
+NO_ALERTS_NOTE = ("drift alerts: no notification block configured (prefect.alerts_block); "
+                  "drift only shows as a Failed run")
 
 
 class ConfigError(Exception):
@@ -293,6 +300,10 @@ class PrefectSettings(_Model):
     management_deployment_type: Literal["dev", "staging", "main"] | None = None
     # Seconds a mutating run waits for another one to finish before failing.
     lock_timeout_seconds: int = Field(600, ge=1, le=86400)
+    # Notification block (any Prefect notification block, by "{block type slug}/{block name}",
+    # e.g. "slack-webhook/infra-alerts") the drift-alert automation sends through;
+    # empty = no automation (drift then only shows as a Failed run).
+    alerts_block: str = ""
 
     @field_validator("drift_check_cron")
     @classmethod
@@ -303,6 +314,14 @@ class PrefectSettings(_Model):
             CronSchedule(cron=v, timezone="UTC")
         except ValueError:
             raise ValueError("not a valid cron expression (5 fields: minute hour day month weekday)") from None
+        return v
+
+    @field_validator("alerts_block")
+    @classmethod
+    def _alerts_block(cls, v: str) -> str:
+        if v and not BLOCK_REF_RE.match(v):
+            raise ValueError("must name a notification block as '{block type slug}/{block name}', e.g. "
+                             "'slack-webhook/infra-alerts' (the slug is in the block's page in the UI)")
         return v
 
     @field_validator("credentials_secret_name")

@@ -80,6 +80,7 @@ def prefect_resources(cfg: InfraConfig, env_name: str, facts: Facts) -> list[Res
     else:
         pool = mgmt.pool
     workdir = management.working_directory(sandbox)
+    deployment_keys: dict[str, str] = {}
     for spec in management.MANAGEMENT:
         role = a.infra_read_role if spec.read_only else a.infra_write_role
         # Management runs return reports, not data: no result persistence (their roles may
@@ -88,6 +89,7 @@ def prefect_resources(cfg: InfraConfig, env_name: str, facts: Facts) -> list[Res
         if not sandbox:
             job_variables.update(image=a.agent_image, task_role_arn=a.role_arn(role))
         name = management_deployment_name(cfg.prefix, env_name)
+        deployment_keys[spec.flow_name] = f"prefect.deployment/{spec.flow_name}/{name}"
         out.append(Resource("prefect.deployment", f"{spec.flow_name}/{name}", {
             "work_pool_name": pool,
             "entrypoint": spec.entrypoint,
@@ -100,4 +102,51 @@ def prefect_resources(cfg: InfraConfig, env_name: str, facts: Facts) -> list[Res
             "parameter_openapi_schema": management.parameter_schema(spec),
             "schedules": [schedule_key(cfg.prefect.drift_check_cron)] if spec.scheduled else [],
         }, deps=(f"prefect.work_pool/{pool}", f"iam.role/{role}")))
+    if cfg.prefect.alerts_block:
+        out.append(alert_automation(cfg, env_name, deployment_keys))
     return out
+
+
+ALERTS_KEY = "prefect.alerts_block"
+
+
+def alert_automation_name(prefix: str, env_name: str) -> str:
+    return f"{prefix}-{env_name}-infra-alerts"
+
+
+def _on(events: list[str], deployment_key: str) -> dict[str, Any]:
+    """A reactive trigger: one of `events` on a flow run of this deployment (the
+    deployment is a related resource of every flow-run state event)."""
+    return {"type": "event", "posture": "Reactive", "threshold": 1, "within": 0.0,
+            "match": {"prefect.resource.id": "prefect.flow-run.*"},
+            "match_related": {"prefect.resource.role": "deployment",
+                              "prefect.resource.id": Ref(deployment_key, "id", "prefect.deployment.{}")},
+            "expect": sorted(events), "after": [], "for_each": ["prefect.resource.id"]}
+
+
+def alert_automation(cfg: InfraConfig, env_name: str, deployment_keys: dict[str, str]) -> Resource:
+    """Fires when the drift check ends Failed (it found drift) or crashes, and when an
+    infra-update run crashes (an update that fails cleanly, e.g. an invalid request,
+    already tells the person who submitted it)."""
+    drift, update = deployment_keys[management.DRIFT_CHECK.flow_name], deployment_keys[
+        management.INFRA_UPDATE.flow_name]
+    block = cfg.prefect.alerts_block
+    subject = f"[{cfg.prefix}] {env_name}: {{{{ flow.name }}}} run {{{{ flow_run.name }}}} {{{{ flow_run.state.name }}}}"
+    body = "\n".join((
+        f"Environment: {env_name}",
+        "Deployment: {{ flow.name }}/{{ deployment.name }}",
+        "Flow run: {{ flow_run.name }} ({{ flow_run.state.name }})",
+        "{{ flow_run|ui_url }}",
+        "",
+        "{{ flow_run.state.message }}",
+    ))
+    return Resource("prefect.automation", alert_automation_name(cfg.prefix, env_name), {
+        "description": f"Infrastructure alerts of {env_name}: the drift check ended Failed (drift found) or a "
+                       f"management run crashed. Sent through {block} ({ALERTS_KEY} in infra.toml).",
+        "enabled": True,
+        "trigger": {"type": "compound", "require": "any", "within": None, "triggers": [
+            _on(["prefect.flow-run.Failed", "prefect.flow-run.Crashed"], drift),
+            _on(["prefect.flow-run.Crashed"], update),
+        ]},
+        "actions": [{"type": "send-notification", "block": block, "subject": subject, "body": body}],
+    }, deps=(drift, update), ident={"config_key": ALERTS_KEY})

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from . import overrides as persisted
-from .config import InfraConfig, deep_merge, load_config
+from .config import NO_ALERTS_NOTE, InfraConfig, deep_merge, load_config
 
 
 def effective_config(path: str | Path | None, env: str, cli: dict[str, Any] | None = None,
@@ -18,9 +18,14 @@ def effective_config(path: str | Path | None, env: str, cli: dict[str, Any] | No
         return base, []
     version, approved = persisted.read(base.prefix, env)
     if not approved:
-        return base, []
+        return base, alerts_notes(base)
     cfg = load_config(path, deep_merge(approved, cli or {}))
     shown = ", ".join(f"{k}={v!r}" for k, v in sorted(persisted.flatten(approved).items()))
     note = (f"changes approved in the UI are in effect (Prefect variable "
             f"{persisted.variable_name(base.prefix, env)!r}, version {version}): {shown}")
-    return cfg, [note]
+    return cfg, [note, *alerts_notes(cfg)]
+
+
+def alerts_notes(cfg: InfraConfig) -> list[str]:
+    """Without a notification block no automation is registered: the plan says so."""
+    return [] if cfg.prefect.alerts_block else [NO_ALERTS_NOTE]

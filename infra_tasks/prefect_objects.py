@@ -1,6 +1,7 @@
 """Prefect-side resources, reconciled like AWS ones: ECS work pools (upserting only
 the job-template defaults we own), AwsCredentials and S3Bucket blocks, the global
-concurrency limit that serialises mutating runs, and the management deployments.
+concurrency limit that serialises mutating runs, the management deployments and the
+automation that sends drift alerts through a notification block.
 
 They talk to the Prefect API the process is connected to (the active profile or
 PREFECT_API_URL). Writes are counted in `PREFECT_CALLS` like AWS calls are.
@@ -299,4 +300,104 @@ def _plain(value: Any) -> Any:
     return value
 
 
-HANDLERS: list[Handler] = [WorkPoolHandler(), BlockHandler(), ConcurrencyLimitHandler(), DeploymentHandler()]
+# --- the drift-alert automation ---------------------------------------------------------------
+
+def block_ref_of(doc: Any) -> str:
+    """A block document as `{block type slug}/{name}`, the form infra.toml names it in."""
+    return f"{doc.block_type.slug}/{doc.name}" if doc.block_type else f"?/{doc.name}"
+
+
+def normalise_trigger(trigger: dict[str, Any]) -> dict[str, Any]:
+    """A trigger as the API returns it (JSON), reduced to what we set, with its sets
+    (`expect`, `after`, `for_each`) sorted: Prefect serialises them in no fixed order."""
+    if trigger.get("type") in ("compound", "sequence"):
+        out = {"type": trigger["type"], "within": trigger.get("within"),
+               "triggers": [normalise_trigger(t) for t in trigger.get("triggers") or []]}
+        if trigger["type"] == "compound":
+            out["require"] = trigger.get("require")
+        return out
+    out = {k: trigger.get(k) for k in ("type", "posture", "threshold", "match", "match_related")}
+    out.update({k: sorted(trigger.get(k) or []) for k in ("expect", "after", "for_each")})
+    out["within"] = float(trigger.get("within") or 0)
+    return out
+
+
+def normalise_actions(actions: list[dict[str, Any]], block_refs: dict[str, str]) -> list[dict[str, Any]]:
+    """Actions as the API returns them (JSON); a notification's block id shown as the
+    block's `{slug}/{name}` (`block_refs`), or as a deleted block."""
+    out = []
+    for a in actions:
+        if a.get("type") == "send-notification":
+            bid = str(a.get("block_document_id"))
+            out.append({"type": a["type"], "block": block_refs.get(bid, f"(deleted block {bid})"),
+                        "subject": a.get("subject"), "body": a.get("body")})
+        else:
+            out.append({"type": a.get("type"), "other": {k: v for k, v in a.items() if k != "type"}})
+    return out
+
+
+class AutomationHandler(Handler):
+    """`res.name` is the automation's name (unique by our convention: Prefect allows
+    several automations of one name; the first is ours, others are left alone).
+    `res.ident["config_key"]` names the setting the notification block comes from."""
+
+    kind = "prefect.automation"
+    taggable = False
+
+    def _block_id(self, res: Resource, ref: str) -> str:
+        """The configured notification block's id; a missing block stops the plan here,
+        naming the key and the block (before anything is changed)."""
+        slug, name = ref.split("/", 1)
+        doc = _read("read_block_document_by_name", name, slug, include_secrets=False)
+        if doc is None:
+            key = res.ident.get("config_key", "prefect.alerts_block")
+            raise InfraError(f"{res.key}: {key} = {ref!r}, but there is no {slug!r} block named {name!r} in this "
+                             f"Prefect workspace\n  next step: create it (UI: Blocks -> add a {slug} block named "
+                             f"{name!r}), or correct or remove {key} in infra.toml")
+        return str(doc.id)
+
+    def read(self, res: Resource) -> Observed | None:
+        wanted = {a["block"] for a in res.props["actions"] if a.get("type") == "send-notification"}
+        refs = {self._block_id(res, ref): ref for ref in sorted(wanted)}
+        found = _read("read_automations_by_name", res.name) or []
+        if not found:
+            return None
+        auto = found[0]
+        dump = auto.model_dump(mode="json")
+        for a in dump["actions"]:
+            bid = str(a.get("block_document_id", ""))
+            if a.get("type") == "send-notification" and bid not in refs:
+                doc = _read("read_block_document", a["block_document_id"], include_secrets=False)
+                if doc is not None:
+                    refs[bid] = block_ref_of(doc)
+        props = {"description": dump["description"], "enabled": dump["enabled"],
+                 "trigger": normalise_trigger(dump["trigger"]), "actions": normalise_actions(dump["actions"], refs)}
+        return Observed(props, outputs={"id": str(auto.id), "name": res.name})
+
+    def _core(self, res: Resource, props: dict[str, Any]) -> Any:
+        from prefect.events.actions import SendNotification
+        from prefect.events.schemas.automations import AutomationCore
+
+        actions = [SendNotification(block_document_id=self._block_id(res, a["block"]), subject=a["subject"],
+                                    body=a["body"]) for a in props["actions"]]
+        return AutomationCore(name=res.name, description=props["description"], enabled=props["enabled"],
+                              trigger=props["trigger"], actions=actions)
+
+    def create(self, res: Resource, props: dict[str, Any]) -> dict[str, Any]:
+        core = self._core(res, props)
+        with _client() as c:
+            _record("CreateAutomation")
+            aid = c.create_automation(core)
+        return {"id": str(aid), "name": res.name}
+
+    def update(self, res: Resource, props: dict[str, Any], observed: Observed, diffs: list[Diff]) -> dict[str, Any]:
+        # The whole automation is written: the API has no partial update of a trigger.
+        core = self._core(res, props)
+        with _client() as c:
+            _record("UpdateAutomation")
+            c.update_automation(observed.outputs["id"], core)
+        return observed.outputs
+
+
+HANDLERS: list[Handler] = [WorkPoolHandler(), BlockHandler(), ConcurrencyLimitHandler(), DeploymentHandler(),
+                           AutomationHandler()]
