@@ -10,7 +10,9 @@ and raises `Interrupted` naming both.
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -29,6 +31,42 @@ from infra_tasks.render import render_text
 
 class PlanChanged(InfraError):
     pass
+
+
+# A plan read this long ago is read again before applying, even under an untouched lock:
+# changes made outside this project (a console, another tool) take no lock.
+REUSE_SECONDS = 60.0
+
+
+@dataclass
+class Prepared:
+    """A plan the CLI showed, with what it was made from, for the apply to reuse instead
+    of reading everything again (see `apply_locked`)."""
+
+    plan: Plan
+    cfg: InfraConfig
+    facts: Facts
+    notes: list[str]
+    lock_state: str | None  # lock.state() before the plan was read (None: no Prefect side)
+    read_at: float = field(default_factory=time.monotonic)
+
+    def reusable(self, hold: lock.Hold | None) -> bool:
+        fresh = time.monotonic() - self.read_at <= REUSE_SECONDS
+        return fresh and (hold is None or hold.untouched)
+
+
+_PREPARED: dict[str, Prepared] = {}
+
+
+def prepare(prepared: Prepared) -> str:
+    """Offer a plan to this process's next apply with the same digest; returns the digest."""
+    digest = prepared.plan.digest()
+    _PREPARED[digest] = prepared
+    return digest
+
+
+def take_prepared(digest: str | None) -> Prepared | None:
+    return _PREPARED.pop(digest, None) if digest else None
 
 
 def refusals(plan: Plan, acct: Account | None = None, role: str | None = None) -> list[str]:
@@ -126,29 +164,56 @@ def _collect(futures: dict[str, PrefectFuture[Any]], known: dict[str, Any]) -> d
     return outputs
 
 
+Loaded = tuple[InfraConfig, Facts, list[str]]
+
+
 def apply_locked(cfg: InfraConfig, env: str, facts: Facts, *, parallelism: int = 8, adopt: bool = False,
                  expected_digest: str | None = None, include_prefect: bool = True, wait_stable: bool = True,
-                 role: str | None = None, notes: list[str] | None = None, command: str = "") -> dict[str, Any]:
+                 role: str | None = None, notes: list[str] | None = None, command: str = "",
+                 prepared: Prepared | None = None, reload: Callable[[], Loaded] | None = None) -> dict[str, Any]:
     """Lock -> fresh plan -> digest check -> refusals -> apply -> verify -> bounded wait.
 
     `expected_digest`: the plan someone confirmed or approved; if the fresh plan differs,
     nothing is changed. `role`: the project role this run acts as (infra-update's
     infra-write), whose limits are checked before any change. Without the Prefect side
-    there is no lock (it lives in Prefect)."""
+    there is no lock (it lives in Prefect).
+
+    Plan once: `prepared`, the plan the CLI just showed, is applied as it is (no second
+    read of every resource) when it is younger than REUSE_SECONDS and no other run took
+    the lock since it was read. Otherwise everything is read again under the lock, from
+    the configuration and facts `reload` gives (the approved UI changes may have moved)."""
     if not include_prefect:
-        return _apply(cfg, env, facts, parallelism, adopt, expected_digest, False, wait_stable, role, notes)
-    with lock.held(cfg, env, command=command or f"apply of {env}"):
-        return _apply(cfg, env, facts, parallelism, adopt, expected_digest, True, wait_stable, role, notes)
+        reuse = prepared is not None and prepared.reusable(None)
+        return _apply(*(_loaded(prepared) if reuse else _reload(cfg, facts, notes, reload)), env, parallelism, adopt,
+                      expected_digest, False, wait_stable, role, prepared.plan if reuse else None)
+    with lock.held(cfg, env, command=command or f"apply of {env}",
+                   unchanged_since=prepared.lock_state if prepared else None) as hold:
+        reuse = prepared is not None and prepared.reusable(hold)
+        return _apply(*(_loaded(prepared) if reuse else _reload(cfg, facts, notes, reload)), env, parallelism, adopt,
+                      expected_digest, True, wait_stable, role, prepared.plan if reuse else None)
 
 
-def _apply(cfg: InfraConfig, env: str, facts: Facts, parallelism: int, adopt: bool, expected_digest: str | None,
-           include_prefect: bool, wait_stable: bool, role: str | None, notes: list[str] | None) -> dict[str, Any]:
+def _loaded(prepared: Prepared | None) -> Loaded:
+    assert prepared is not None
+    return prepared.cfg, prepared.facts, prepared.notes
+
+
+def _reload(cfg: InfraConfig, facts: Facts, notes: list[str] | None, reload: Callable[[], Loaded] | None) -> Loaded:
+    return reload() if reload else (cfg, facts, list(notes or []))
+
+
+def _apply(cfg: InfraConfig, facts: Facts, notes: list[str], env: str, parallelism: int, adopt: bool,
+           expected_digest: str | None, include_prefect: bool, wait_stable: bool, role: str | None,
+           plan: Plan | None) -> dict[str, Any]:
     log = get_run_logger()
-    plan = engine.plan(cfg, env, facts, adopt=adopt, parallelism=parallelism, include_prefect=include_prefect,
-                       notes=notes)
-    if expected_digest and plan.digest() != expected_digest:
-        raise PlanChanged("the infrastructure changed between the plan you confirmed and the apply; nothing was "
-                          "changed. Run again to see the new plan.")
+    if plan is None:
+        plan = engine.plan(cfg, env, facts, adopt=adopt, parallelism=parallelism, include_prefect=include_prefect,
+                           notes=notes)
+        if expected_digest and plan.digest() != expected_digest:
+            raise PlanChanged("the infrastructure changed between the plan you confirmed and the apply; nothing was "
+                              "changed. Run again to see the new plan.")
+    else:
+        log.info("applying the plan shown: read moments ago, and no other run took the lock since")
     acct = Account(cfg, env, facts.account_id, facts.region, facts.partition)
     problems = refusals(plan, acct, role)
     if problems:

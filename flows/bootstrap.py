@@ -22,17 +22,17 @@ from prefect import flow
 from prefect.states import Cancelled, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from infra_tasks import engine, interrupt, progress
+from infra_tasks import engine, interrupt, lock, progress
 from infra_tasks.aws import CALLS, InfraError
 from infra_tasks.config import ConfigError, InfraConfig
 from infra_tasks.effective import effective_config
-from infra_tasks.facts import gather_facts
+from infra_tasks.facts import Facts, gather_facts
 from infra_tasks.interrupt import Interrupted
 from infra_tasks.model import Plan
 from infra_tasks.prefect_objects import PREFECT_CALLS
 from infra_tasks.render import render_text, write_json
 
-from .apply import apply_locked, check_applicable
+from .apply import Prepared, apply_locked, check_applicable, prepare, take_prepared
 
 from .cli import (EXIT_CHANGES, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, add_common_args, aws_target, fail, load, parse_overrides,
                   prefect_target)
@@ -42,15 +42,21 @@ from .cli import (EXIT_CHANGES, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, add_commo
 def apply_infra(env: str, config_path: str | None = None, overrides: dict[str, Any] | None = None,
                 adopt: bool = False, parallelism: int = 8, expected_digest: str | None = None,
                 wait_stable: bool = True, include_prefect: bool = True) -> dict[str, Any] | State:
-    """Apply the confirmed plan through the one apply path (lock, fresh plan, digest
-    check, apply, verify, bounded wait). An expected failure ends the run Failed with its
-    message, a requested stop Cancelled with what was done: neither is a crash."""
-    try:
+    """Apply the confirmed plan through the one apply path (lock, plan, digest check,
+    apply, verify, bounded wait). The plan the CLI showed in this process is reused when
+    that is safe (see `apply_locked`); otherwise everything is read again. An expected
+    failure ends the run Failed with its message, a requested stop Cancelled with what
+    was done: neither is a crash."""
+    def load() -> tuple[InfraConfig, Facts, list[str]]:
         cfg, notes = effective_config(config_path, env, overrides, use_prefect=include_prefect)
-        facts = gather_facts(cfg, env)
+        return cfg, gather_facts(cfg, env), notes
+
+    try:
+        prepared = take_prepared(expected_digest)
+        cfg, facts, notes = (prepared.cfg, prepared.facts, prepared.notes) if prepared else load()
         return apply_locked(cfg, env, facts, parallelism=parallelism, adopt=adopt, expected_digest=expected_digest,
                             include_prefect=include_prefect, wait_stable=wait_stable, notes=notes,
-                            command=f"bootstrap of {env}")
+                            command=f"bootstrap of {env}", prepared=prepared, reload=load if prepared else None)
     except Interrupted as exc:
         return Cancelled(message=exc.report())
     except InfraError as exc:
@@ -146,7 +152,10 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace, cfg: InfraConfig) -> int:
     include_prefect = not args.no_prefect
     cfg, notes = effective_config(args.config, args.env, parse_overrides(args.overrides), include_prefect)
-    plan = engine.plan(cfg, args.env, adopt=args.adopt, parallelism=args.parallelism,
+    facts = gather_facts(cfg, args.env)
+    # Read before the plan: the apply reuses this plan only if no other run took the lock since.
+    lock_state = lock.state(cfg, args.env) if include_prefect and not args.plan else None
+    plan = engine.plan(cfg, args.env, facts, adopt=args.adopt, parallelism=args.parallelism,
                        include_prefect=include_prefect, notes=notes)
     print(render_text(plan, show_noop=args.show_unchanged))
     if args.plan_out:
@@ -159,12 +168,16 @@ def _run(args: argparse.Namespace, cfg: InfraConfig) -> int:
     if not plan.applicable:
         return EXIT_OK  # nothing to do, or only changes waiting for an image push (see the warning)
     check_applicable(plan)
-    if not confirm(plan, args.yes):
-        print("Cancelled; nothing was changed.", file=sys.stderr)
-        return EXIT_ERROR
-    result = run_apply({"env": args.env, "config_path": args.config, "overrides": parse_overrides(args.overrides),
-                        "adopt": args.adopt, "wait_stable": not args.no_wait, "include_prefect": include_prefect},
-                       plan, args.parallelism)
+    digest = prepare(Prepared(plan, cfg, facts, notes, lock_state))
+    try:
+        if not confirm(plan, args.yes):
+            print("Cancelled; nothing was changed.", file=sys.stderr)
+            return EXIT_ERROR
+        result = run_apply({"env": args.env, "config_path": args.config, "overrides": parse_overrides(args.overrides),
+                            "adopt": args.adopt, "wait_stable": not args.no_wait, "include_prefect": include_prefect},
+                           plan, args.parallelism)
+    finally:
+        take_prepared(digest)  # not left behind when the apply never took it
     print(f"Applied {result['applied']} changes; verified {result['verified']} resources: no differences remain.")
     if result["deferred"]:
         print(f"Waiting, not applied: {', '.join(result['deferred'])}")

@@ -30,6 +30,7 @@ import os
 import socket
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 from . import interrupt
@@ -192,15 +193,48 @@ class Heartbeat:
                         return
 
 
+@dataclass
+class Hold:
+    """A hold of the lock. `untouched`: no other run took or released the lock between
+    the moment the caller read `state()` and this hold (so nothing another run of this
+    project applied can have changed what the caller read then)."""
+
+    name: str
+    untouched: bool = False
+
+
+def state(cfg: InfraConfig, env_name: str) -> str | None:
+    """The lock's state: it changes whenever any run takes or releases the lock (Prefect
+    stamps the limit's `updated` on every slot change). None: the lock does not exist yet."""
+    from prefect.exceptions import ObjectNotFound
+
+    with _client() as c:
+        return _state(c, lock_name(cfg.prefix, env_name), ObjectNotFound)
+
+
+def _state(c: Any, name: str, not_found: type[Exception]) -> str | None:
+    try:
+        gcl = c.read_global_concurrency_limit_by_name(name)
+    except not_found:
+        return None
+    return f"{gcl.updated.isoformat() if gcl.updated else ''}|{gcl.active_slots}"
+
+
 @contextlib.contextmanager
-def held(cfg: InfraConfig, env_name: str, timeout: float | None = None, command: str = "") -> Iterator[str]:
+def held(cfg: InfraConfig, env_name: str, timeout: float | None = None, command: str = "",
+         unchanged_since: str | None = None) -> Iterator[Hold]:
+    """Hold the environment's lock for the block. `unchanged_since`: a `state()` read
+    earlier; the hold is `untouched` when the lock was free and unchanged since then."""
     name = ensure(cfg, env_name)
     wait = cfg.prefect.lock_timeout_seconds if timeout is None else timeout
-    lease_id, record = acquire(name, env_name, wait, command)
+    # Free (no slot taken) when it was read, and not taken or released since.
+    untouched = bool(unchanged_since and unchanged_since.endswith("|0") and state(cfg, env_name) == unchanged_since)
+    lease_id, record, first_try = acquire(name, env_name, wait, command)
+    hold = Hold(name, untouched and first_try)
     beat = Heartbeat(name, lease_id, record)
     beat.thread.start()
     try:
-        yield name
+        yield hold
     finally:
         beat.stop.set()
         beat.thread.join(timeout=BEAT_SECONDS + 5)
@@ -211,14 +245,16 @@ def held(cfg: InfraConfig, env_name: str, timeout: float | None = None, command:
                     c.delete_variable_by_name(holder_variable(name))
 
 
-def acquire(name: str, env_name: str, wait: float, command: str = "") -> tuple[str, dict[str, Any]]:
-    """Take the lock, taking it over from a dead holder; (lease id, holder record)."""
+def acquire(name: str, env_name: str, wait: float, command: str = "") -> tuple[str, dict[str, Any], bool]:
+    """Take the lock, taking it over from a dead holder; (lease id, holder record, whether
+    it was free at the first try)."""
     from prefect.context import FlowRunContext
 
     started = time.monotonic()
     seen: Any = object()
     seen_at = started
     holder: dict[str, Any] | None = None
+    first_try = True
     with _client() as c:
         while True:
             lease_id = _try_acquire(c, name)
@@ -228,7 +264,8 @@ def acquire(name: str, env_name: str, wait: float, command: str = "") -> tuple[s
                           "flow_run": str(ctx.flow_run.id) if ctx and ctx.flow_run else None,
                           "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
                 _write_holder(c, name, record)
-                return lease_id, record
+                return lease_id, record, first_try
+            first_try = False
             now = time.monotonic()
             holder = _read_holder(c, name)
             if holder != seen:
