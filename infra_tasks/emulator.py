@@ -58,11 +58,20 @@ def sandbox_env(endpoint: str, account_id: str, region: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def moto_server(port: int | None = None) -> Iterator[str]:
-    """Start moto's threaded server on 127.0.0.1 (a free port); yields its URL."""
-    # No AWS managed policies: the stack attaches none (its roles' policies are its own,
-    # scoped ones), and loading them costs about a second for every account after a reset.
-    os.environ.pop("MOTO_IAM_LOAD_MANAGED_POLICIES", None)
+def moto_server(port: int | None = None, managed_policies: bool = False) -> Iterator[str]:
+    """Start moto's threaded server on 127.0.0.1 (a free port); yields its URL.
+
+    Without AWS managed policies unless asked: the stack attaches none (its roles'
+    policies are its own, scoped ones), and loading them costs about a second for every
+    account after a reset."""
+    with scoped_environ({"MOTO_IAM_LOAD_MANAGED_POLICIES": "true"} if managed_policies else {},
+                        remove=() if managed_policies else ("MOTO_IAM_LOAD_MANAGED_POLICIES",)):
+        with _moto_server(port) as url:
+            yield url
+
+
+@contextlib.contextmanager
+def _moto_server(port: int | None) -> Iterator[str]:
     try:
         from moto.server import ThreadedMotoServer
     except ImportError as exc:  # pragma: no cover - depends on the install

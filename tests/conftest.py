@@ -13,6 +13,8 @@ import pytest
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+# See prefect_client_retries_soon: more, shorter retries against the SQLite test server.
+os.environ.setdefault("PREFECT_CLIENT_MAX_RETRIES", "7")
 # Keep IAM-propagation retries short in tests; the fault tests set their own bounds.
 os.environ.setdefault("INFRA_IAM_PROPAGATION_TIMEOUT", "5")
 for var in ("PREFECT_API_KEY", "AWS_PROFILE"):
@@ -23,6 +25,7 @@ from infra_tasks import aws, emulator  # noqa: E402
 from infra_tasks.config import InfraConfig, load_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+P = "data-flows"  # infra.toml's prefix
 PROD_ACCOUNT = "222222222222"
 DEV_ACCOUNT = "111111111111"
 REGION = "us-east-1"
@@ -52,6 +55,23 @@ def emulator_bucket_policy_conditions() -> Iterator[None]:
     FakeBucket.get_permission = get_permission
     yield
     FakeBucket.get_permission = original
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prefect_client_retries_soon() -> Iterator[None]:
+    """The Prefect test server keeps its data in SQLite, which refuses a write that meets
+    another one (SQLITE_BUSY_SNAPSHOT, e.g. the server recording task-run events while a
+    block is saved) with 503; Prefect's client then waits 2, 4, 8 ... seconds before it
+    retries. A cold bootstrap with the Prefect side spent about half its time waiting so.
+    Here the client waits a quarter of that (0.5, 1, 2 ... s) and retries up to seven times
+    (PREFECT_CLIENT_MAX_RETRIES, above): it gives up after about the same time as Prefect's five
+    retries would. A test-harness speed-up only; the product keeps Prefect's backoff."""
+    import prefect.client.base as client_base
+
+    original = client_base.clamped_poisson_interval
+    client_base.clamped_poisson_interval = lambda average_interval, clamping_factor=0.3: average_interval / 4
+    yield
+    client_base.clamped_poisson_interval = original
 
 
 @pytest.fixture(scope="session")
@@ -146,6 +166,14 @@ def warm_prefect_stack(moto_url: str, prefect_api: None) -> Iterator[Callable[[s
 
 
 @pytest.fixture
+def prefect_stack(bootstrap: Callable[..., int], boto: Callable[[str], Any]) -> Callable[[str], Any]:
+    """A fresh production stack with the Prefect side, for tests that leave it changed;
+    yields raw boto3 clients on it."""
+    assert bootstrap("--yes", prefect=True) == 0
+    return boto
+
+
+@pytest.fixture
 def aws_env(moto_url: str) -> Iterator[str]:
     """A clean emulator acting as the production account."""
     emulator.reset(moto_url)
@@ -236,3 +264,19 @@ def worker_run(tmp_path_factory: pytest.TempPathFactory) -> Any:
 def worker_calls(worker_run: Any) -> list[dict[str, Any]]:
     """Every AWS call the real ECS workers made, for IAM evaluation."""
     return worker_run.calls
+
+
+# Files in the order they are handed to the xdist workers (`--dist loadfile` with
+# `--no-loadscope-reorder`): the longest first, so that no worker starts a long file when
+# the others are nearly done. The rest follow in their usual order. Re-rank from the
+# durations CI prints when the suite's shape changes.
+SLOW_FIRST = (
+    "test_sandbox.py", "test_worker_runtime.py", "test_drift.py", "test_crash_recovery.py", "test_prefect_side.py",
+    "test_faults.py", "test_prefect_drift_update.py", "test_crash_recovery_prefect.py", "test_bootstrap.py",
+    "test_pipeline_deploy.py", "test_iam_runtime.py", "test_iam_requests.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))

@@ -120,7 +120,7 @@ class _Sized:
 def moto_endpoint() -> Iterator[str]:
     """Own moto server (MOTO_IAM_LOAD_MANAGED_POLICIES set before it starts), emptied
     on entry and on exit (its state is global to this process)."""
-    with emulator.moto_server() as url:
+    with emulator.moto_server(managed_policies=True) as url:
         emulator.reset(url)
         try:
             yield url
