@@ -9,9 +9,8 @@ import pytest
 
 from infra_tasks import aws
 
-from .conftest import PROD_ACCOUNT, policy_doc
+from .conftest import P, PROD_ACCOUNT, policy_doc
 
-P = "data-flows"
 TYPES = ("staging", "main")
 ORG = "a1b2c3d4-0000-4000-8000-000000000001"
 PROJECT = "a1b2c3d4-0000-4000-8000-000000000002"

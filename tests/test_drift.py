@@ -9,9 +9,8 @@ import pytest
 
 from infra_tasks import aws
 
-from .conftest import run_cli
+from .conftest import P, run_cli
 
-P = "data-flows"
 BASE = f"{P}-main"
 
 

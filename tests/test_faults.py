@@ -13,8 +13,8 @@ import pytest
 from botocore.awsrequest import AWSResponse
 
 from infra_tasks import aws
+from .conftest import P
 
-P = "data-flows"
 
 
 class _Raw:

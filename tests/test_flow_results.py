@@ -15,13 +15,12 @@ import pickle
 import subprocess
 import sys
 
-from .conftest import PROD_ACCOUNT, REGION, ROOT
+from .conftest import P, PROD_ACCOUNT, REGION, ROOT
 from .iam_capture import read_jsonl
 from .iam_eval import evaluate, explain_denials
 from .iam_requests import requests_for
 from .iam_world import account_ctx, assume, effective_policies
 
-P = "data-flows"
 FLOW = """
 from flows.example import hello
 print("RESULT=" + hello(name="results", excited=True))

@@ -7,9 +7,8 @@ import os
 
 from infra_tasks import aws, emulator
 
-from .conftest import DEV_ACCOUNT, REGION, run_cli
+from .conftest import DEV_ACCOUNT, P, REGION, run_cli
 
-P = "data-flows"
 
 
 def test_wrong_account_exits_1_before_any_change(moto_url, prefect_clean, capsys) -> None:

@@ -22,13 +22,12 @@ from infra_tasks import discovery, emulator
 from infra_tasks.desired import owner_value
 
 from . import test_drift
-from .conftest import PROD_ACCOUNT, REGION, boto_maker, clean_prefect, run_cli
+from .conftest import P, PROD_ACCOUNT, REGION, boto_maker, clean_prefect, run_cli
 from .iam_capture import recording
 from .iam_eval import Request, evaluate, evaluate_trust, explain_denials
 from .iam_requests import Call, image_push_calls, requests_for
 from .iam_world import account_ctx, effective_policies, trust_policy
 
-P = "data-flows"
 A = PROD_ACCOUNT
 ARN = f"arn:aws:iam::{A}"
 OWNER = f"prefect-aws-stack/{P}"

@@ -9,7 +9,6 @@ when it is listed in JUSTIFIED with its reason."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,11 +20,10 @@ from infra_tasks.facts import Facts
 from infra_tasks.ec2 import NetworkFacts
 from infra_tasks.model import Ref
 
+from .conftest import PROD_ACCOUNT as ACCOUNT
+from .conftest import REGION, ROOT
 from .iam_eval import MANAGED_POLICIES
 
-ROOT = Path(__file__).resolve().parent.parent
-ACCOUNT = "222222222222"
-REGION = "us-east-1"
 FINDING_TYPES = ("privilege-escalation", "resource-exposure", "infrastructure-modification", "data-exfiltration")
 
 # (role name without the config prefix, finding type, action) -> why it is acceptable.

@@ -8,8 +8,8 @@ import json
 from infra_tasks import aws
 
 from .iam_world import assume
+from .conftest import P
 
-P = "data-flows"
 
 
 def test_ci_deploy_refuses_control_plane_changes_up_front(bootstrap, boto, monkeypatch, capsys) -> None:

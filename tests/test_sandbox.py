@@ -15,9 +15,8 @@ import pytest
 
 from infra_tasks.emulator import free_port
 
-from .conftest import ROOT
+from .conftest import P, ROOT
 
-P = "data-flows"
 
 
 def _healthy(api: str) -> bool:
