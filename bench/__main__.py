@@ -40,7 +40,7 @@ def measure(name: str, fn: Callable[[], int], aws_s: float = 0.0, prefect_s: flo
     from infra_tasks.aws import CALLS
     from infra_tasks.prefect_objects import PREFECT_CALLS
 
-    from .critical_path import bound_at, critical_path
+    from .critical_path import critical_path
     from .trace import AWS, PREFECT, Tracer
 
     tracer = Tracer(aws_s, prefect_s)
@@ -154,8 +154,8 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
               "Critical path: the calls that must follow one another in the whole command (facts, the plan's "
               "reads, the flow's lock and facts, its fresh plan, the apply in dependency order, the verify's "
               "reads, the lock's release), counting only the calls that get the latency. Bound = critical-path "
-              f"calls x latency (no run can beat it); \"bound at P\" also counts that P workers cannot "
-              f"overlap more than P calls. CPU = the process's CPU seconds (the emulator runs in it).", "",
+              "calls x latency (no run can beat it); \"bound at P\" also counts that P workers cannot "
+              "overlap more than P calls. CPU = the process's CPU seconds (the emulator runs in it).", "",
               "| scenario | calls counted | critical-path calls | bound (s) | bound at P (s) | measured (s) | "
               "measured / bound | CPU (s) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in [rows[0], *rows[3:]]:

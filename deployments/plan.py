@@ -10,15 +10,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from infra_tasks.config import IMAGE_TAG_RE, InfraConfig
+from infra_tasks.management import IMAGE_WORKDIR
 from infra_tasks.model import Resource
 from infra_tasks.names import Account
 
 from .loader import FlowInfo
 from .manifest import DEPLOYMENT_TYPES, DeployError, DeploymentSpec
 
-# Where the agent image holds this repository (docker/agent/Dockerfile WORKDIR): each
-# flow run changes into it, then imports the entrypoint relative to it.
-IMAGE_WORKDIR = "/opt/prefect/app"
 PULL_STEPS = ({"prefect.deployments.steps.set_working_directory": {"directory": IMAGE_WORKDIR}},)
 
 BRANCH_TYPES: dict[str, str] = {"dev-v2": "dev", "staging-v2": "staging", "main-v2": "main"}

@@ -17,7 +17,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-from deployments.flows import FLOW_CODE_DIRS, IMAGE_WORKDIR
+from deployments.flows import FLOW_CODE_DIRS
 from infra_tasks.config import load_config
 from infra_tasks.ecs_taskdef import HEALTH_PORT, health_command, worker_command
 from infra_tasks.names import Account
