@@ -117,3 +117,17 @@ def test_override_parsing() -> None:
         "agent": {"image_tag": "abc", "cpu": 2048}, "x": {"y": True}}
     with pytest.raises(ConfigError):
         parse_overrides(["agent.cpu"])
+
+
+@pytest.mark.parametrize("value", ["infra-alerts", "Slack-Webhook/x", "slack-webhook/Infra Alerts", "a/b/c",
+                                   "slack-webhook/"])
+def test_alerts_block_must_name_a_block(value: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        parse_config(with_value("prefect.alerts_block", value))
+    msg = str(exc.value)
+    assert f"prefect.alerts_block = {value!r}" in msg and "'{block type slug}/{block name}'" in msg
+
+
+@pytest.mark.parametrize("value", ["", "slack-webhook/infra-alerts", "custom-webhook/ops2"])
+def test_alerts_block_accepted(value: str) -> None:
+    assert parse_config(with_value("prefect.alerts_block", value)).prefect.alerts_block == value
