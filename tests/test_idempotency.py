@@ -20,16 +20,20 @@ KINDS = sorted(engine.HANDLERS)
 
 @pytest.fixture
 def four_steps(aws_env, prefect_clean):
-    cfg = load_config(ROOT / "infra.toml")
+    from .test_alerts import BLOCK, WITH_BLOCK, webhook_block
+
+    # The alerts automation exists only with a notification block configured (never called here).
+    webhook_block("http://127.0.0.1:9/unused")
+    cfg = load_config(ROOT / "infra.toml", WITH_BLOCK)
     first = engine.plan(cfg, "production", include_prefect=True)
-    args = {"env": "production", "config_path": str(ROOT / "infra.toml")}
+    args = {"env": "production", "config_path": str(ROOT / "infra.toml"), "overrides": WITH_BLOCK}
     run_apply(args, first, parallelism=8, live=False)
     second = engine.plan(cfg, "production", include_prefect=True)
     aws.CALLS.reset()
     PREFECT_CALLS.reset()
     # The second apply: through the same CLI path a user takes.
     from .conftest import run_cli
-    code = run_cli("--env", "production", "--yes")  # with the Prefect side
+    code = run_cli("--env", "production", "--yes", "--set", f"prefect.alerts_block={BLOCK}")  # with the Prefect side
     return first, second, code, aws.CALLS.mutating() + PREFECT_CALLS.mutating(), aws.CALLS.total
 
 
