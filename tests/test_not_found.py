@@ -146,20 +146,11 @@ def test_thin_reads_of_missing_things_are_none(aws_env, boto) -> None:
 
 
 def test_other_errors_are_raised_translated_over_http(aws_env) -> None:
-    from infra_tasks import aws
-
-    from .test_faults import aws_error
+    from .faults import Injector, aws_error
 
     denied = aws_error("iam", "AccessDenied", "User x is not authorized to perform: iam:GetRole")
-
-    def deny(**_: object) -> object:
-        return denied
-    aws.add_handler("before-send.iam.GetRole", deny)
-    try:
-        with pytest.raises(InfraError) as err:
-            iam.get_role("nobody")
-    finally:
-        aws.remove_handler(deny)
+    with Injector("before-send.iam.GetRole", denied, times=None), pytest.raises(InfraError) as err:
+        iam.get_role("nobody")
     msg = str(err.value)
     assert msg.startswith("GetRole failed for iam.role/nobody: AccessDenied")
     assert "the credentials in use lack this permission" in msg
