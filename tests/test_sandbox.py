@@ -54,6 +54,7 @@ def test_sandbox_schedules_drift_check_and_applies_an_approved_update(tmp_path) 
     api = f"http://127.0.0.1:{port}/api"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "AWS_", "INFRA_"))}
     env["PREFECT_LOGGING_LEVEL"] = "INFO"
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests" / "retry_site"), str(ROOT)])  # sooner Prefect retries
     log = open(tmp_path / "sandbox.out", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "flows.sandbox", "--port", str(port), "--drift-cron",
                              "* * * * *", "--state-dir", str(tmp_path / "state"), "--exit-after", "400"],

@@ -39,3 +39,15 @@ def _install(k: int) -> None:
 
 if os.environ.get("INFRA_TEST_KILL_AFTER"):
     _install(int(os.environ["INFRA_TEST_KILL_AFTER"]))
+
+
+# The sooner Prefect retries every process tests start gets (tests/retry_site): only one
+# sitecustomize is imported, so this one runs that one too.
+def _retry_soon() -> None:
+    import runpy
+    from pathlib import Path
+
+    runpy.run_path(str(Path(__file__).resolve().parent.parent / "retry_site" / "sitecustomize.py"))
+
+
+_retry_soon()
