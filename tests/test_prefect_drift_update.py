@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from infra_tasks import aws
 
-from .test_prefect_side import P, _resume, _run_update_in_thread, _wait_paused, client, run_drift, stack  # noqa: F401 - `stack` is a fixture
+from .conftest import P
+from .prefect_runs import client, resume, run_drift, run_update_in_thread, wait_paused
 
 
-def test_drift_check_in_sync_then_each_kind_of_drift(stack) -> None:
+def test_drift_check_in_sync_then_each_kind_of_drift(prefect_stack) -> None:
     from prefect.client.schemas.actions import WorkPoolUpdate
 
     from flows.drift_check import Status
@@ -18,7 +19,7 @@ def test_drift_check_in_sync_then_each_kind_of_drift(stack) -> None:
     assert state.is_completed(), report.text()
     assert {f.status for f in report.findings} == {Status.IN_SYNC}
     assert len(report.findings) == 54
-    logs = stack("logs")
+    logs = prefect_stack("logs")
     logs.put_retention_policy(logGroupName=f"/ecs/{P}-main/agent", retentionInDays=7)     # changed property
     logs.delete_log_group(logGroupName=f"/ecs/{P}-staging/flows")                         # deleted resource
     logs.create_log_group(logGroupName=f"/ecs/{P}-main/old", tags={                       # unmanaged, ours
@@ -52,12 +53,12 @@ def test_drift_check_in_sync_then_each_kind_of_drift(stack) -> None:
     assert state.is_completed()
 
 
-def test_drift_check_cli_exit_codes(stack, capsys) -> None:
+def test_drift_check_cli_exit_codes(prefect_stack, capsys) -> None:
     from flows.drift_check import main
 
     assert main(["--env", "production"]) == 0
-    stack("sqs").set_queue_attributes(
-        QueueUrl=stack("sqs").get_queue_url(QueueName=f"{P}-main-ecs-events")["QueueUrl"],
+    prefect_stack("sqs").set_queue_attributes(
+        QueueUrl=prefect_stack("sqs").get_queue_url(QueueName=f"{P}-main-ecs-events")["QueueUrl"],
         Attributes={"VisibilityTimeout": "99"})
     capsys.readouterr()
     assert main(["--env", "production"]) == 2
@@ -66,14 +67,14 @@ def test_drift_check_cli_exit_codes(stack, capsys) -> None:
     assert "attributes.VisibilityTimeout: expected 30, actual 99" in out
 
 
-def test_update_applies_after_approval_and_survives_drift_check(stack) -> None:
-    th, box = _run_update_in_thread({"environment": "production", "agent_cpu": 2048, "agent_memory": 4096})
-    run = _wait_paused()
-    _resume(run.id, "approve")
+def test_update_applies_after_approval_and_survives_drift_check(prefect_stack) -> None:
+    th, box = run_update_in_thread({"environment": "production", "agent_cpu": 2048, "agent_memory": 4096})
+    run = wait_paused()
+    resume(run.id, "approve")
     th.join(120)
     state = box["state"]
     assert state.is_completed(), state.message
-    td = stack("ecs").describe_task_definition(taskDefinition=f"{P}-main-agent")["taskDefinition"]
+    td = prefect_stack("ecs").describe_task_definition(taskDefinition=f"{P}-main-agent")["taskDefinition"]
     assert (td["cpu"], td["memory"]) == ("2048", "4096")
     with client() as c:
         var = c.read_variable_by_name(f"{P}-production-overrides")
@@ -83,7 +84,7 @@ def test_update_applies_after_approval_and_survives_drift_check(stack) -> None:
     assert any("approved in the UI" in n for n in report.notes)
 
 
-def test_update_refuses_what_its_role_may_not_change(stack) -> None:
+def test_update_refuses_what_its_role_may_not_change(prefect_stack) -> None:
     """infra-update runs with infra-write, which cannot change the control plane: a plan
     that would (here: a CI role's policy changed out of band) fails before asking for
     approval, naming the resource and who can."""
@@ -91,7 +92,7 @@ def test_update_refuses_what_its_role_may_not_change(stack) -> None:
 
     from flows.update import UpdateRequest, infra_update
 
-    stack("iam").put_role_policy(RoleName=f"{P}-ci-plan", PolicyName="infra-read", PolicyDocument=json.dumps(
+    prefect_stack("iam").put_role_policy(RoleName=f"{P}-ci-plan", PolicyName="infra-read", PolicyDocument=json.dumps(
         {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
     aws.CALLS.reset()
     state = infra_update(request=UpdateRequest(environment="production"), return_state=True)

@@ -3,8 +3,6 @@ pool template; the drift check; UI updates with approval; the lock between runs.
 
 from __future__ import annotations
 
-import threading
-import time
 from typing import Any
 
 import pytest
@@ -13,16 +11,8 @@ from infra_tasks import aws
 from infra_tasks.config import load_config
 from infra_tasks.prefect_objects import PREFECT_CALLS
 
-from .conftest import PROD_ACCOUNT, ROOT
-
-P = "data-flows"
-REGION = "us-east-1"
-
-
-def client():
-    from prefect.client.orchestration import get_client
-
-    return get_client(sync_client=True)
+from .conftest import P, PROD_ACCOUNT, REGION, ROOT
+from .prefect_runs import client, resume, run_drift, run_logs, start_from_deployment, wait_paused
 
 
 def defaults(pool) -> dict[str, Any]:
@@ -30,15 +20,8 @@ def defaults(pool) -> dict[str, Any]:
 
 
 @pytest.fixture
-def stack(bootstrap, boto):
-    """A fresh stack, for tests that leave it changed."""
-    assert bootstrap("--yes", prefect=True) == 0
-    return boto
-
-
-@pytest.fixture
 def shared(warm_prefect_stack):
-    """The shared stack, for tests that read it or change nothing."""
+    """The shared prefect_stack, for tests that read it or change nothing."""
     return warm_prefect_stack
 
 
@@ -110,36 +93,116 @@ def test_unreadable_resource_is_not_checked_not_in_sync(shared) -> None:
     assert "AccessDenied" in by_key[f"ecr.repository/{P}"].detail
 
 
+def test_update_form_schema_shows_limits_choices_and_descriptions(shared) -> None:
+    """What the UI's custom-run form renders: the deployment's parameter schema."""
+    from flows.update import Approval
+    from infra_tasks.config import FARGATE_MEMORY
+
+    with client() as c:
+        dep = c.read_deployment_by_name(f"infra-update/{P}-production")
+    schema = dep.parameter_openapi_schema
+    assert all(v.get("description") for v in schema["properties"].values())
+    fields = schema["definitions"]["UpdateRequest"]["properties"]
+    assert schema["definitions"]["UpdateRequest"]["required"] == ["environment"]
+    for name, field in fields.items():
+        assert field.get("description"), name
+        assert "anyOf" not in field and field.get("default", 0) is not None, name  # shown directly, no null
+    assert fields["agent_cpu"]["enum"] == fields["flow_cpu"]["enum"] == sorted(FARGATE_MEMORY)
+    assert {2048, 4096, 512, 122880} <= set(fields["agent_memory"]["enum"]) and 100 not in fields["agent_memory"]["enum"]
+    assert "cpu 1024: 2048-8192 in steps of 1024" in fields["agent_memory"]["description"]
+    assert (fields["agent_max_count"]["minimum"], fields["agent_max_count"]["maximum"]) == (1, 10)
+    assert (fields["agent_desired_count"]["minimum"], fields["agent_desired_count"]["maximum"]) == (0, 10)
+    assert "Alone it changes nothing" in fields["agent_desired_count"]["description"]
+    assert fields["dry_run"]["default"] is False
+    # The approval form: a required choice with its description, no default to click through.
+    form = Approval.model_json_schema()
+    assert "decision" in form["required"] and "default" not in form["properties"]["decision"]
+    assert form["properties"]["decision"]["description"].startswith("approve: apply")
+    # Out of range or not a Fargate size: refused at Submit, before any run exists.
+    with client() as c:
+        for bad in ({"agent_cpu": 1000}, {"agent_max_count": 11}):
+            with pytest.raises(Exception, match="409|422|[Vv]alidat"):
+                c.create_flow_run_from_deployment(dep.id, parameters={"request": {"environment": "production", **bad}})
+
+
+def _no_traceback(run_id) -> None:
+    logs = run_logs(run_id)
+    assert logs, "the run logged nothing"
+    assert not [entry.message for entry in logs if "Traceback" in entry.message or entry.level >= 40]
+    assert any("Finished in state" in entry.message for entry in logs)
+
+
 def test_update_bad_request_fails_clearly(shared) -> None:
     from flows.update import UpdateRequest, infra_update
 
     aws.CALLS.reset()
     state = infra_update(request=UpdateRequest(environment="production", agent_cpu=1000), return_state=True)
     assert state.is_failed()
-    assert "cpu 1000 is not a Fargate size" in state.message and "agent_cpu -> agent.cpu" in state.message
+    assert "agent_cpu = 1000: cpu 1000 is not a Fargate size" in state.message
+    # From the form: a memory that does not fit the cpu names the field, not infra.toml.
+    th, box = start_from_deployment(f"infra-update/{P}-production",
+                                    {"request": {"environment": "production", "agent_memory": 512}})
+    th.join(60)
+    assert box["state"].is_failed()
+    message = box["state"].message
+    assert message.startswith("invalid request, nothing was changed: agent_memory = 512: Fargate does not accept "
+                              "cpu 1024 with memory 512"), message
+    assert "infra.toml" not in message and "\\n" not in message and "\n" not in message
+    _no_traceback(box["run"].id)
     assert aws.CALLS.mutating() == []
 
 
-def test_update_rejected_changes_nothing(shared) -> None:
-    th, box = _run_update_in_thread({"environment": "production", "agent_desired_count": 1})
-    run = _wait_paused()
+def test_update_that_changes_nothing_completes_without_asking(shared) -> None:
+    """agent_desired_count inside min..max leaves the running service alone: no approval,
+    nothing recorded, and the message says why."""
+    from flows.update import UpdateRequest, infra_update
+
     aws.CALLS.reset()
-    _resume(run.id, "reject")
+    PREFECT_CALLS.reset()
+    state = infra_update(request=UpdateRequest(environment="production", agent_desired_count=1), return_state=True)
+    assert state.is_completed(), state.message
+    assert state.message.startswith("nothing to change: the infrastructure already matches these values; "
+                                    "nothing recorded.")
+    assert "agent_desired_count = 1 does not change the running agent services (" in state.message
+    assert f"{P}-main-agent runs 2" in state.message and "where autoscaling decides" in state.message
+    assert aws.CALLS.mutating() == [] and "prefect:WriteVariable" not in PREFECT_CALLS.mutating()
+    with client() as c:
+        assert c.read_variable_by_name(f"{P}-production-overrides") is None
+
+
+def test_update_rejected_ends_cancelled_without_traceback(shared) -> None:
+    """Submitted as the README says (the custom-run form, only the fields it names)."""
+    th, box = start_from_deployment(f"infra-update/{P}-production",
+                                    {"request": {"environment": "production", "agent_max_count": 3}})
+    run = wait_paused()
+    assert run.id == box["run"].id
+    from prefect.input.run_input import keyset_from_paused_state
+
+    with client() as c:
+        paused = c.read_flow_run(run.id).state
+        description = c.read_flow_run_input(run.id, keyset_from_paused_state(paused)["description"])
+    assert "Choose **approve** or **reject**" in description
+    assert f"| update | `autoscaling.target/service/{P}-main/{P}-main-agent` | max: 2 -> 3 |" in description
+    assert f"artifact `infra-update-production-plan`" in description
+    aws.CALLS.reset()
+    resume(run.id, "reject")
     th.join(120)
-    assert box["state"].is_cancelled()
+    assert box["state"].is_cancelled(), box["state"]
+    assert box["state"].message == "rejected, nothing was changed: reject in test"
     assert aws.CALLS.mutating() == []
+    _no_traceback(run.id)
     svc = shared("ecs").describe_services(cluster=f"{P}-main", services=[f"{P}-main-agent"])["services"][0]
     assert svc["desiredCount"] == 2
 
 
-def test_update_without_approval_times_out_and_changes_nothing(shared) -> None:
+def test_update_without_approval_ends_cancelled_and_changes_nothing(shared) -> None:
     from flows.update import UpdateRequest, infra_update
 
     aws.CALLS.reset()
     state = infra_update(request=UpdateRequest(environment="production", agent_max_count=3), approval_timeout=3,
                          return_state=True)
-    # The server expires the pause and ends the run Failed ("... never resumed"); nothing is applied.
-    assert not state.is_completed() and "never resumed" in (state.message or "")
+    assert state.is_cancelled(), state
+    assert state.message.startswith("nobody approved within 3 s; nothing was changed.")
     assert aws.CALLS.mutating() == []
     target = shared("application-autoscaling").describe_scalable_targets(
         ServiceNamespace="ecs", ResourceIds=[f"service/{P}-main/{P}-main-agent"])["ScalableTargets"][0]
@@ -165,7 +228,7 @@ def test_management_deployments_on_aws_use_agent_pool_image_and_roles(cfg) -> No
     assert not any(k.startswith(f"prefect.work_pool/{P}-production-sandbox") for k in res)
 
 
-def test_rerun_no_duplicates_and_person_edits_kept(stack, bootstrap, capsys) -> None:
+def test_rerun_no_duplicates_and_person_edits_kept(prefect_stack, bootstrap, capsys) -> None:
     from prefect.client.schemas.actions import WorkPoolUpdate
 
     with client() as c:
@@ -197,52 +260,11 @@ def test_rerun_no_duplicates_and_person_edits_kept(stack, bootstrap, capsys) -> 
     assert PREFECT_CALLS.mutating() == [] and aws.CALLS.mutating() == []
 
 
-def run_drift(**kwargs: Any):
-    from flows.drift_check import drift_check, report_of
-
-    state = drift_check(env="production", return_state=True, **kwargs)
-    return state, report_of(state)
-
-
-def _run_update_in_thread(request: dict) -> tuple[threading.Thread, dict]:
-    from flows.update import UpdateRequest, infra_update
-
-    box: dict = {}
-
-    def target() -> None:
-        box["state"] = infra_update(request=UpdateRequest(**request), approval_timeout=120, return_state=True)
-    th = threading.Thread(target=target, daemon=True)
-    th.start()
-    return th, box
-
-
-def _wait_paused(timeout: float = 60) -> Any:
-    from prefect.client.schemas.filters import (FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterState,
-                                                FlowRunFilterStateName)
-
-    deadline = time.monotonic() + timeout
-    with client() as c:
-        while time.monotonic() < deadline:
-            runs = c.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["infra-update"])),
-                                    flow_run_filter=FlowRunFilter(state=FlowRunFilterState(
-                                        name=FlowRunFilterStateName(any_=["Paused"]))))
-            if runs:
-                return runs[0]
-            time.sleep(0.5)
-    raise AssertionError("infra-update never paused for approval")
-
-
-def _resume(run_id: Any, decision: str) -> None:
-    from prefect.flow_runs import resume_flow_run
-
-    resume_flow_run(run_id, run_input={"decision": decision, "comment": f"{decision} in test"})
-
-
-def test_second_mutating_run_is_excluded(stack, bootstrap, capsys) -> None:
+def test_second_mutating_run_is_excluded(prefect_stack, bootstrap, capsys) -> None:
     from infra_tasks import lock
 
     cfg = load_config(ROOT / "infra.toml")
-    stack("logs").put_retention_policy(logGroupName=f"/ecs/{P}-main/agent", retentionInDays=7)
+    prefect_stack("logs").put_retention_policy(logGroupName=f"/ecs/{P}-main/agent", retentionInDays=7)
     with lock.held(cfg, "production"):
         aws.CALLS.reset()
         assert bootstrap("--yes", "--set", "prefect.lock_timeout_seconds=1", prefect=True) == 1
