@@ -217,8 +217,9 @@ def test_runtime_lock_takes_the_dev_locks_versions(locks, python: str) -> None:
 
 def test_runtime_lock_holds_no_test_tools(locks) -> None:
     runtime = {p.name for p in locks["runtime"]}
-    test_only = {canonicalize_name(Requirement(r).name)
-                 for r in pyproject()["project"]["optional-dependencies"]["test"]}
+    extras = pyproject()["project"]["optional-dependencies"]
+    # The test suite's tools and the browser test's (`ui`: Playwright) stay out of the image.
+    test_only = {canonicalize_name(Requirement(r).name) for extra in ("test", "ui") for r in extras.get(extra, [])}
     test_only -= {canonicalize_name(Requirement(r).name) for r in pyproject()["project"]["dependencies"]}
     # The build backend is in both locks (the image installs the project with it).
     test_only -= {canonicalize_name(Requirement(r).name) for r in pyproject()["build-system"]["requires"]}
