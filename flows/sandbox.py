@@ -165,6 +165,8 @@ Sandbox is up.
   Prefect UI        {ui}
   AWS emulator      {aws_url}   (account {account}, {cfg.region})
   Worker            process pool {pool!r} (stands in for the ECS agent); log: {state / 'worker.log'}
+  ECS pools         emulated: no ECS worker runs here (the emulator cannot run containers), so the UI
+                    shows them "Not Ready"; flows deployed to them cannot run in the sandbox
   Drift check       deployment drift-check/{cfg.prefix}-{args.env}, cron {args.drift_cron!r}
   Update            run deployment infra-update/{cfg.prefix}-{args.env} from the UI ("Run" > custom run),
                     then approve it on the paused flow run.

@@ -65,7 +65,10 @@ def prefect_resources(cfg: InfraConfig, env_name: str, facts: Facts) -> list[Res
             "bucket_name": d.bucket, "credentials": cred_name},
             deps=(cred_key, f"s3.bucket/{d.bucket}"), deployment_type=d.t))
         out.append(Resource("prefect.work_pool", d.pool, {
-            "type": "ecs", "description": f"Flow runs of deployment type {d.t} on ECS Fargate ({cfg.prefix})",
+            "type": "ecs", "description": f"Flow runs of deployment type {d.t} on ECS Fargate ({cfg.prefix})" + (
+                f". Sandbox: no ECS worker runs here (the emulator cannot run containers), so this pool stays "
+                f"Not Ready; management flows run on the process pool {sandbox_pool(cfg.prefix, env_name)}"
+                if sandbox else ""),
             "defaults": pool_defaults(cfg, d, facts, cred_key)},
             deps=(f"ecs.cluster/{d.cluster}", f"iam.role/{d.flow_exec_role}", f"iam.role/{d.flow_task_role}",
                   f"logs.group/{d.flow_log_group}"), deployment_type=d.t))
