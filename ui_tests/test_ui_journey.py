@@ -102,6 +102,9 @@ class Journey:
 
     def __init__(self, page, ui: str) -> None:
         self.page, self.ui, self.n = page, ui, 0
+        self.server_errors: list[str] = []  # API answers >= 500 the page received
+        page.on("response", lambda r: self.server_errors.append(f"{r.status} {r.request.method} {r.url}")
+                if r.status >= 500 else None)
 
     def shot(self, name: str) -> None:
         self.n += 1
@@ -138,8 +141,7 @@ class Journey:
         for label, option in choices.items():
             self.choose(label, option)
         self.shot(f"{name}-form")
-        self.button("Submit").click()
-        self.text("scheduled to start")
+        self.submit("Submit", "scheduled to start")
         self.page.get_by_role("button", name="View run").last.click()
         self.page.wait_for_url(re.compile(r"/runs/flow-run/"), timeout=30 * SECONDS)
         return self.page.url.rsplit("/", 1)[-1].split("?")[0]
@@ -151,6 +153,29 @@ class Journey:
 
     def button(self, name: str):
         return self.page.get_by_role("button", name=name, exact=True).filter(visible=True).first
+
+    def submit(self, button: str, expected: str | re.Pattern, timeout: float = 30, exact: bool = False) -> None:
+        """Clicks `button` until `expected` shows. The sandbox's SQLite server answers 503 now
+        and then under load (a flow run writing at the same moment); the UI then shows "Oops.
+        Something went wrong." and a person clicks again: so does this, at most three times."""
+        from playwright.sync_api import expect
+
+        oops = self.page.get_by_text("Something went wrong")
+        done = self.page.get_by_text(expected, exact=exact).filter(visible=True).first
+        for _ in range(3):
+            seen = oops.count()
+            self.button(button).click()
+            deadline = time.monotonic() + timeout
+            while not done.is_visible() and oops.count() <= seen and time.monotonic() < deadline:
+                time.sleep(0.5)
+            if done.is_visible() or oops.count() <= seen:
+                break
+            print(f"{button!r}: the UI said 'Something went wrong' ({self.server_errors[-1:]})")
+            self.shot(f"retry-{button.lower()}")
+            if not self.button(button).is_visible():  # the click went through; something else failed
+                break
+            time.sleep(2)
+        expect(done).to_be_visible(timeout=timeout * SECONDS)
 
     def body(self) -> str:
         return self.page.locator("body").inner_text()
@@ -170,12 +195,14 @@ def test_readme_ui_journey(sandbox, browser) -> None:
         _journey(j, api)
     except BaseException:
         page.screenshot(path=str(SHOTS / "FAILED.png"), full_page=True)
+        (SHOTS / "server-errors.txt").write_text("\n".join(j.server_errors) + "\n")
         for log in ("sandbox.out", "server.log", "worker.log"):
             if (state / log).exists():
                 shutil.copy(state / log, SHOTS / log)
         raise
     finally:
-        print(f"UI journey: {time.monotonic() - started:.0f}s; screenshots in {SHOTS}")
+        print(f"UI journey: {time.monotonic() - started:.0f}s; screenshots in {SHOTS}; "
+              f"server errors the page saw: {j.server_errors or 'none'}")
 
 
 def _journey(j: Journey, api: str) -> None:
@@ -243,8 +270,7 @@ def _journey(j: Journey, api: str) -> None:
     j.choose("Decision", "approve")
     j.field("Comment (Optional)").get_by_role("textbox").fill("ui journey test")
     j.shot("approve-decided")
-    j.button("Submit").click()
-    j.text("Completed", exact=True, timeout=180)
+    j.submit("Submit", "Completed", exact=True, timeout=180)
     j.text(re.compile(r"Finished in state Completed"))
     j.shot("approve-completed")
     # Applied: the pool's defaults moved (the pool's page shows its base job configuration).
@@ -262,8 +288,7 @@ def _journey(j: Journey, api: str) -> None:
     j.text("defaults.cpu: 2048 -> 4096")
     j.choose("Decision", "reject")
     j.shot("reject-decided")
-    j.button("Submit").click()
-    j.text("Cancelled", exact=True, timeout=120)
+    j.submit("Submit", "Cancelled", exact=True, timeout=120)
     j.text("rejected, nothing was changed")
     j.shot("reject-cancelled")
     assert "Traceback" not in j.body()
