@@ -158,7 +158,10 @@ def _form_error(exc: ConfigError, request: UpdateRequest) -> str:
         if not line or line == "invalid configuration:":
             continue
         line = re.sub(r"^[\w.-]+\.toml: ", "", line)
-        path, _, text = line.partition(": ")
+        # "key: message" or "key = value: message", where a table's value is a dict whose
+        # repr has ": " of its own (flows = {'cpu': 256, ...}: Fargate does not accept ...).
+        m = re.match(r"^(?P<path>[\w.-]+)(?: = (?:\{.*\}|'[^']*'|\S+))?: (?P<text>.*)$", line)
+        path, text = (m["path"], m["text"]) if m else (line, "")
         section = path.split(".")[0]
         named = [n for n, (s, k) in FIELDS.items()
                  if getattr(request, n) is not None and s == section and re.search(rf"\b{k}\b", line)]

@@ -271,3 +271,22 @@ def test_second_mutating_run_is_excluded(prefect_stack, bootstrap, capsys) -> No
         assert aws.CALLS.mutating() == []
     assert "holds the lock" in capsys.readouterr().err
     assert bootstrap("--yes", prefect=True) == 0  # free again
+
+
+@pytest.mark.parametrize(("overrides", "fields", "expected"), [
+    ({"flows": {"cpu": 256, "memory": 8192}}, {"flow_cpu": 256, "flow_memory": 8192},
+     "flow_cpu = 256, flow_memory = 8192: Fargate does not accept cpu 256 with memory 8192; with cpu 256 memory "
+     "must be one of 512..2048 (512, 1024, 2048)"),
+    ({"agent": {"memory": 512}}, {"agent_memory": 512},
+     "agent_memory = 512: Fargate does not accept cpu 1024 with memory 512; with cpu 1024 memory must be one of "
+     "2048..8192 (2048, 3072, 4096, 5120, 6144, 7168, 8192)"),
+], ids=["flow-table", "agent-field"])
+def test_form_errors_name_the_fields_typed_in(overrides, fields, expected) -> None:
+    """A value typed in the form is blamed on its form field, whether infra.toml's check
+    names a key or a whole table (whose value has colons of its own)."""
+    from flows.update import UpdateRequest, _form_error
+    from infra_tasks.config import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        load_config(ROOT / "infra.toml", overrides)
+    assert _form_error(err.value, UpdateRequest(environment="production", **fields)) == expected
