@@ -193,17 +193,17 @@ def _desired_count_note(request: UpdateRequest, plan: Plan) -> str:
             f"when a service is created or min/max excludes its running count.")
 
 
-def _table(plan: Plan, limit: int = 60) -> str:
-    """The pending changes as a markdown table (the UI wraps it; no horizontal scrolling)."""
+def _changes(plan: Plan, limit: int = 80) -> str:
+    """The pending changes as a markdown list, one resource per item and one property per
+    line under it: it wraps in the narrow Resume dialog (a table there cut off its last
+    column) and in the artifact alike."""
     def cut(s: str) -> str:
-        s = s.replace("|", "\\|")
         return s if len(s) <= limit else s[:limit - 3] + "..."
-    rows = ["| action | resource | change |", "|---|---|---|"]
+    items = []
     for c in plan.pending:
-        what = "<br>".join(cut(f"{p}: {cur} -> {des}") for p, cur, des in (d.render() for d in c.diffs)) \
-            or cut(c.reason)
-        rows.append(f"| {c.action.value} | `{c.key}` | {what} |")
-    return "\n".join(rows)
+        lines = [cut(f"{p}: {cur} -> {des}") for p, cur, des in (d.render() for d in c.diffs)] or [cut(c.reason)]
+        items.append(f"- **{c.action.value}** `{c.key}`\n" + "\n".join(f"    - `{line}`" for line in lines))
+    return "\n".join(items)
 
 
 @flow(name="infra-update", validate_parameters=True)
@@ -237,7 +237,7 @@ def infra_update(request: UpdateRequest, config_path: str = "", approval_timeout
                        notes=[f"requested values: {persisted.flatten(wanted)} (recorded version now {version})"])
     text = render_text(plan)
     artifact = f"infra-update-{env}-plan"
-    create_markdown_artifact(key=artifact, markdown=f"{_table(plan)}\n\n```\n{text}\n```",
+    create_markdown_artifact(key=artifact, markdown=f"{_changes(plan)}\n\n```\n{text}\n```",
                              description=f"infra-update plan for {env}")
     note = _desired_count_note(request, plan)
     if plan.empty:
@@ -264,7 +264,7 @@ def infra_update(request: UpdateRequest, config_path: str = "", approval_timeout
                    f"Choose **approve** or **reject** under *decision*, add a comment and submit. "
                    f"Nothing changes before that; without an answer within {minutes} min the run is "
                    f"cancelled.\n\n{len(plan.pending)} resources change (full plan: artifact `{artifact}`):\n\n"
-                   f"{_table(plan)}\n" + (f"\n{note.strip()}\n" if note else ""))
+                   f"{_changes(plan)}\n" + (f"\n{note.strip()}\n" if note else ""))
     log.info("Waiting for approval: click Resume, choose approve or reject. The plan (%d changes) is the "
              "artifact %s and is shown in the Resume form.", len(plan.pending), artifact)
     try:

@@ -182,7 +182,7 @@ def test_update_rejected_ends_cancelled_without_traceback(shared) -> None:
         paused = c.read_flow_run(run.id).state
         description = c.read_flow_run_input(run.id, keyset_from_paused_state(paused)["description"])
     assert "Choose **approve** or **reject**" in description
-    assert f"| update | `autoscaling.target/service/{P}-main/{P}-main-agent` | max: 2 -> 3 |" in description
+    assert f"- **update** `autoscaling.target/service/{P}-main/{P}-main-agent`\\n    - `max: 2 -> 3`" in description  # JSON text
     assert f"artifact `infra-update-production-plan`" in description
     aws.CALLS.reset()
     resume(run.id, "reject")
