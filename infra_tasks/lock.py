@@ -38,7 +38,7 @@ from .aws import InfraError
 from .config import InfraConfig
 from .names import lock_name
 from .model import Resource
-from .prefect_objects import ConcurrencyLimitHandler
+from .prefect_objects import ConcurrencyLimitHandler, translate
 
 LEASE_SECONDS = 60  # the Prefect server's minimum lease
 BEAT_SECONDS = 5.0
@@ -208,8 +208,12 @@ def state(cfg: InfraConfig, env_name: str) -> str | None:
     stamps the limit's `updated` on every slot change). None: the lock does not exist yet."""
     from prefect.exceptions import ObjectNotFound
 
-    with _client() as c:
-        return _state(c, lock_name(cfg.prefix, env_name), ObjectNotFound)
+    name = lock_name(cfg.prefix, env_name)
+    try:
+        with _client() as c:
+            return _state(c, name, ObjectNotFound)
+    except Exception as exc:  # noqa: BLE001 - the Prefect API not answering, named; anything else re-raised
+        raise translate(exc, "read", f"prefect.concurrency_limit/{name}") from None
 
 
 def _state(c: Any, name: str, not_found: type[Exception]) -> str | None:

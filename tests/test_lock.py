@@ -121,3 +121,17 @@ def test_a_holder_whose_lock_was_taken_starts_no_further_change(prefect_clean, c
         while interrupt.requested() is None and time.monotonic() < deadline:
             time.sleep(0.1)
         assert "was lost" in (interrupt.requested() or "")
+
+
+def test_reading_the_lock_without_a_prefect_api_names_it(cfg) -> None:
+    """Bootstrap reads the lock's state before its plan: an API that does not answer is
+    one message naming the lock and the API, not a traceback."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from infra_tasks.aws import InfraError
+    from infra_tasks.emulator import free_port
+
+    with temporary_settings({PREFECT_API_URL: f"http://127.0.0.1:{free_port()}/api"}):
+        with pytest.raises(InfraError, match=r"read failed for prefect.concurrency_limit/data-flows-production-infra-"
+                                             r"mutations: the Prefect API at http://127\.0\.0\.1:\d+/api did not answer"):
+            lock.state(cfg, "production")
