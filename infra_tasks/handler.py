@@ -35,6 +35,9 @@ class Handler:
     replace_paths: tuple[str, ...] = ()
     # True when replacing creates a new version and deletes nothing (task definitions).
     replace_is_safe: bool = False
+    # Holds data that a teardown keeps unless asked to delete it (`--delete-data`): a
+    # bucket's objects, a registry's images, log events, the Prefect credentials.
+    holds_data: bool = False
 
     def create_blocker(self, res: Resource, props: dict[str, Any]) -> str | None:
         """Why this resource cannot be created in this run (None: it can)."""
@@ -49,6 +52,18 @@ class Handler:
     def update(self, res: Resource, props: dict[str, Any], observed: Observed,
                diffs: list[Diff]) -> dict[str, Any]:
         raise NotImplementedError
+
+    def delete_blocker(self, res: Resource, observed: Observed) -> str | None:
+        """Why this resource must not be deleted by a teardown (read-only; e.g. a policy
+        attached to someone else's role, a cluster still running flow runs). None: it may."""
+        return None
+
+    def delete(self, res: Resource, observed: Observed) -> None:
+        """Delete the resource and what AWS requires gone first (a bucket's object versions,
+        a role's policies). Idempotent: what is already gone is not an error, so a teardown
+        killed half-way finishes when run again. Every wait is bounded and reported through
+        `progress.current()`."""
+        raise InfraError(f"{res.key}: {self.kind} cannot be deleted by this project; delete it by hand")
 
     def replace(self, res: Resource, props: dict[str, Any], observed: Observed,
                 diffs: list[Diff]) -> dict[str, Any]:
