@@ -31,9 +31,8 @@ from infra_tasks.desired import owner_value
 from infra_tasks.effective import effective_config
 from infra_tasks.facts import gather_facts
 from infra_tasks.interrupt import Interrupted
-from infra_tasks.management import INFRA_UPDATE
+from infra_tasks.management import INFRA_UPDATE, deployment_name
 from infra_tasks.model import Action, Plan
-from infra_tasks.names import management_deployment_name
 
 from .cli import (EXIT_CHANGES, EXIT_INTERRUPTED, EXIT_OK, add_common_args, aws_target, fail, load, parse_overrides,
                   prefect_target)
@@ -160,7 +159,7 @@ def request_repair(cfg: Any, env: str) -> str:
     under the lock with the write role and verifies."""
     from prefect.deployments import run_deployment
 
-    name = f"{INFRA_UPDATE.flow_name}/{management_deployment_name(cfg.prefix, env)}"
+    name = deployment_name(INFRA_UPDATE, cfg.prefix, env)
     run = run_deployment(name, parameters={"request": {"environment": env}}, timeout=0,
                          tags=["drift-repair"])
     return f"repair requested: {name} run {run.name!r} shows the plan and waits for approval"

@@ -27,6 +27,7 @@ from typing import Iterator
 
 from infra_tasks import emulator
 from infra_tasks.config import ConfigError, load_config
+from infra_tasks.management import DRIFT_CHECK, INFRA_UPDATE, deployment_name
 
 from .cli import fail
 
@@ -160,6 +161,7 @@ def _main(argv: list[str] | None = None) -> int:
         pool = sandbox_pool(cfg.prefix, args.env)
         with process_worker(pool, state / "worker.log") as worker:
             ui = api.removesuffix("/api")
+            drift, update = (deployment_name(d, cfg.prefix, args.env) for d in (DRIFT_CHECK, INFRA_UPDATE))
             print(f"""
 Sandbox is up.
   Prefect UI        {ui}
@@ -167,10 +169,10 @@ Sandbox is up.
   Worker            process pool {pool!r} (stands in for the ECS agent); log: {state / 'worker.log'}
   ECS pools         emulated: no ECS worker runs here (the emulator cannot run containers), so the UI
                     shows them "Not Ready"; flows deployed to them cannot run in the sandbox
-  Drift check       deployment drift-check/{cfg.prefix}-{args.env}, cron {args.drift_cron!r}
-  Update            run deployment infra-update/{cfg.prefix}-{args.env} from the UI ("Run" > custom run),
+  Drift check       deployment {drift}, cron {args.drift_cron!r}
+  Update            run deployment {update} from the UI ("Run" > custom run),
                     then approve it on the paused flow run.
-From another shell:  PREFECT_API_URL={api} prefect deployment run 'drift-check/{cfg.prefix}-{args.env}'
+From another shell:  PREFECT_API_URL={api} prefect deployment run '{drift}'
 Ctrl-C (or SIGTERM, SIGHUP) stops everything.""", flush=True)
             started = time.monotonic()
             try:

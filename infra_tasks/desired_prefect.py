@@ -8,7 +8,7 @@ from . import management
 from .config import InfraConfig
 from .facts import Facts
 from .model import Ref, Resource
-from .names import Account, Deployment, lock_name, management_deployment_name, sandbox_pool
+from .names import Account, Deployment, lock_name, sandbox_pool
 from .prefect_objects import schedule_key
 
 
@@ -91,9 +91,9 @@ def prefect_resources(cfg: InfraConfig, env_name: str, facts: Facts) -> list[Res
         job_variables: dict[str, Any] = {"env": {"INFRA_ENV": env_name, "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "false"}}
         if not sandbox:
             job_variables.update(image=a.agent_image, task_role_arn=a.role_arn(role))
-        name = management_deployment_name(cfg.prefix, env_name)
-        deployment_keys[spec.flow_name] = f"prefect.deployment/{spec.flow_name}/{name}"
-        out.append(Resource("prefect.deployment", f"{spec.flow_name}/{name}", {
+        name = management.deployment_name(spec, cfg.prefix, env_name)
+        deployment_keys[spec.flow_name] = f"prefect.deployment/{name}"
+        out.append(Resource("prefect.deployment", name, {
             "work_pool_name": pool,
             "entrypoint": spec.entrypoint,
             "path": workdir,

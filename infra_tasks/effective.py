@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from . import management
 from . import overrides as persisted
 from .config import NO_ALERTS_NOTE, InfraConfig, deep_merge, load_config
 
@@ -18,12 +19,17 @@ def effective_config(path: str | Path | None, env: str, cli: dict[str, Any] | No
         return base, []
     version, approved = persisted.read(base.prefix, env)
     if not approved:
-        return base, alerts_notes(base)
+        return base, prefect_notes(base, env)
     cfg = load_config(path, deep_merge(approved, cli or {}))
     shown = ", ".join(f"{k}={v!r}" for k, v in sorted(persisted.flatten(approved).items()))
     note = (f"changes approved in the UI are in effect (Prefect variable "
             f"{persisted.variable_name(base.prefix, env)!r}, version {version}): {shown}")
-    return cfg, [note, *alerts_notes(cfg)]
+    return cfg, [note, *prefect_notes(cfg, env)]
+
+
+def prefect_notes(cfg: InfraConfig, env: str) -> list[str]:
+    """Plan notes about the Prefect side: no alerts configured, deployments left under old names."""
+    return [*alerts_notes(cfg), *management.retired_notes(cfg.prefix, env)]
 
 
 def alerts_notes(cfg: InfraConfig) -> list[str]:

@@ -1,14 +1,16 @@
 """The management deployments the bootstrap registers per environment:
 
-- `drift-check/{prefix}-{env}`: scheduled (prefect.drift_check_cron), read-only role;
-- `infra-update/{prefix}-{env}`: no schedule, triggered from the UI, write role.
+- `drift-check/{prefix}-{env}-drift-check`: scheduled (prefect.drift_check_cron), read-only role;
+- `infra-update/{prefix}-{env}-infra-update`: no schedule, triggered from the UI, write role.
 
 Both run on the environment's agent pool with the agent image (the project's code is
 in it). In the sandbox they target a process work pool served by a local worker,
 because the emulator cannot run the ECS agent.
 
 Plain data: the flows are named by entrypoint, never imported, so this layer does not
-depend on the flows that use it (their parameter schemas are read from source).
+depend on the flows that use it (their parameter schemas are read from source). One
+read: which deployments under the names used before (`{prefix}-{env}` for both) remain,
+for a plan note saying how to remove them (bootstrap deletes nothing).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from .names import management_deployment_name, retired_management_deployment_name
 
 ROOT = Path(__file__).resolve().parent.parent
 # Where the agent image holds this repository (WORKDIR of docker/agent/Dockerfile): every
@@ -69,3 +73,33 @@ def default_parameters(dep: ManagementDeployment, env: str) -> dict[str, Any]:
 
 def working_directory(sandbox: bool) -> str:
     return str(ROOT) if sandbox else IMAGE_WORKDIR
+
+
+def deployment_name(dep: ManagementDeployment, prefix: str, env: str) -> str:
+    """`{flow name}/{deployment name}`, as `prefect deployment run` and the API name it."""
+    return f"{dep.flow_name}/{management_deployment_name(prefix, env, dep.flow_name)}"
+
+
+def retired_note(dep: ManagementDeployment, prefix: str, env: str) -> str:
+    old = f"{dep.flow_name}/{retired_management_deployment_name(prefix, env)}"
+    runs = "its schedule keeps a second drift check running" if dep.scheduled else "it can still be run"
+    return (f"deployment {old!r} is the {dep.flow_name} deployment of {env} under its old name (now "
+            f"{deployment_name(dep, prefix, env)!r}); bootstrap deletes nothing, so it stays and {runs}. "
+            f"Remove it: prefect deployment delete '{old}'")
+
+
+def retired_notes(prefix: str, env: str) -> list[str]:
+    """A plan note for each management deployment of `env` still present under its old name."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    old = retired_management_deployment_name(prefix, env)
+    out = []
+    with get_client(sync_client=True) as c:
+        for dep in MANAGEMENT:
+            try:
+                c.read_deployment_by_name(f"{dep.flow_name}/{old}")
+            except ObjectNotFound:
+                continue
+            out.append(retired_note(dep, prefix, env))
+    return out

@@ -188,6 +188,15 @@ def sandbox_pool(prefix: str, env_name: str) -> str:
     return f"{prefix}-{env_name}-sandbox"
 
 
-def management_deployment_name(prefix: str, env_name: str) -> str:
-    """The name both management deployments (drift-check, infra-update) carry."""
+def management_deployment_name(prefix: str, env_name: str, flow_name: str) -> str:
+    """The deployment name of management flow `flow_name` (drift-check, infra-update): it
+    says what the deployment is, since the UI's deployment list shows the flow name only in
+    small print (`drift-check/data-flows-dev-drift-check`)."""
+    return f"{prefix}-{env_name}-{flow_name}"
+
+
+def retired_management_deployment_name(prefix: str, env_name: str) -> str:
+    """The name both management deployments carried before they were told apart
+    (`drift-check/data-flows-dev`); bootstrap never deletes, so older installations may
+    still hold deployments under it."""
     return f"{prefix}-{env_name}"

@@ -121,7 +121,7 @@ def test_drift_alert_reaches_the_webhook(bootstrap, boto, hook, capsys) -> None:
     assert bootstrap("--yes", *with_block, prefect=True) == 0
     with client() as c:
         [auto] = c.read_automations_by_name(AUTOMATION)
-        drift_dep = c.read_deployment_by_name(f"drift-check/{P}-production")
+        drift_dep = c.read_deployment_by_name(f"drift-check/{P}-production-drift-check")
         assert f"prefect.deployment.{drift_dep.id}" in json.dumps(auto.trigger.model_dump(mode="json"))
     # A re-run writes nothing.
     capsys.readouterr()
@@ -133,7 +133,7 @@ def test_drift_alert_reaches_the_webhook(bootstrap, boto, hook, capsys) -> None:
 
     # Drift, found by the drift check its deployment runs: one alert naming the environment.
     boto("logs").put_retention_policy(logGroupName=f"/ecs/{P}-main/agent", retentionInDays=7)
-    state = run_from_deployment(f"drift-check/{P}-production")
+    state = run_from_deployment(f"drift-check/{P}-production-drift-check")
     assert state.is_failed()
     got = hook.wait(1, timeout=60)
     assert len(got) == 1, got

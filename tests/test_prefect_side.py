@@ -11,7 +11,7 @@ from infra_tasks import aws
 from infra_tasks.config import load_config
 from infra_tasks.prefect_objects import PREFECT_CALLS
 
-from .conftest import P, PROD_ACCOUNT, REGION, ROOT
+from .conftest import P, PROD_ACCOUNT, REGION, ROOT, run_cli
 from .prefect_runs import client, resume, run_drift, run_logs, start_from_deployment, wait_paused
 
 
@@ -58,8 +58,8 @@ def test_pools_blocks_lock_and_deployments(shared) -> None:
             assert bucket.data["bucket_name"] == f"{base}-flows-{PROD_ACCOUNT}"
         gcl = c.read_global_concurrency_limit_by_name(f"{P}-production-infra-mutations")
         assert gcl.limit == 1 and gcl.active
-        drift = c.read_deployment_by_name(f"drift-check/{P}-production")
-        update = c.read_deployment_by_name(f"infra-update/{P}-production")
+        drift = c.read_deployment_by_name(f"drift-check/{P}-production-drift-check")
+        update = c.read_deployment_by_name(f"infra-update/{P}-production-infra-update")
         # In the sandbox the management deployments run on a process pool (no ECS).
         assert drift.work_pool_name == update.work_pool_name == f"{P}-production-sandbox"
         assert [s.schedule.cron for s in c.read_deployment_schedules(drift.id)] == ["0 * * * *"]
@@ -99,7 +99,7 @@ def test_update_form_schema_shows_limits_choices_and_descriptions(shared) -> Non
     from infra_tasks.config import FARGATE_MEMORY
 
     with client() as c:
-        dep = c.read_deployment_by_name(f"infra-update/{P}-production")
+        dep = c.read_deployment_by_name(f"infra-update/{P}-production-infra-update")
     schema = dep.parameter_openapi_schema
     assert all(v.get("description") for v in schema["properties"].values())
     fields = schema["definitions"]["UpdateRequest"]["properties"]
@@ -132,6 +132,39 @@ def _no_traceback(run_id) -> None:
     assert any("Finished in state" in entry.message for entry in logs)
 
 
+def test_deployment_under_old_name_is_named_with_its_removal(shared, capsys) -> None:
+    """Installations from before the management deployments had distinct names hold
+    `drift-check/{prefix}-{env}`; bootstrap deletes nothing, so the plan and the drift
+    check name it and say how to remove it (a second scheduled drift check otherwise)."""
+    from prefect.client.schemas.actions import DeploymentScheduleCreate
+    from prefect.client.schemas.schedules import CronSchedule
+
+    old, new = f"drift-check/{P}-production", f"drift-check/{P}-production-drift-check"
+    with client() as c:
+        dep = c.read_deployment_by_name(new)
+        old_id = c.create_deployment(flow_id=dep.flow_id, name=f"{P}-production", entrypoint=dep.entrypoint,
+                                     work_pool_name=dep.work_pool_name, parameters=dep.parameters,
+                                     schedules=[DeploymentScheduleCreate(schedule=CronSchedule(cron="0 * * * *"))])
+    note = (f"note: deployment '{old}' is the drift-check deployment of production under its old name (now "
+            f"'{new}'); bootstrap deletes nothing, so it stays and its schedule keeps a second drift check running. "
+            f"Remove it: prefect deployment delete '{old}'")
+    try:
+        capsys.readouterr()
+        assert run_cli("--env", "production", "--plan") == 0  # a note, not a change
+        out = capsys.readouterr().out
+        assert note in out.splitlines(), out
+        assert f"'infra-update/{P}-production'" not in out  # only what is there
+        state, report = run_drift()
+        assert state.is_completed()
+        assert note.removeprefix("note: ") in report.notes
+    finally:
+        with client() as c:
+            c.delete_deployment(old_id)
+    capsys.readouterr()
+    assert run_cli("--env", "production", "--plan") == 0
+    assert "old name" not in capsys.readouterr().out
+
+
 def test_update_bad_request_fails_clearly(shared) -> None:
     from flows.update import UpdateRequest, infra_update
 
@@ -140,7 +173,7 @@ def test_update_bad_request_fails_clearly(shared) -> None:
     assert state.is_failed()
     assert "agent_cpu = 1000: cpu 1000 is not a Fargate size" in state.message
     # From the form: a memory that does not fit the cpu names the field, not infra.toml.
-    th, box = start_from_deployment(f"infra-update/{P}-production",
+    th, box = start_from_deployment(f"infra-update/{P}-production-infra-update",
                                     {"request": {"environment": "production", "agent_memory": 512}})
     th.join(60)
     assert box["state"].is_failed()
@@ -172,7 +205,7 @@ def test_update_that_changes_nothing_completes_without_asking(shared) -> None:
 
 def test_update_rejected_ends_cancelled_without_traceback(shared) -> None:
     """Submitted as the README says (the custom-run form, only the fields it names)."""
-    th, box = start_from_deployment(f"infra-update/{P}-production",
+    th, box = start_from_deployment(f"infra-update/{P}-production-infra-update",
                                     {"request": {"environment": "production", "agent_max_count": 3}})
     run = wait_paused()
     assert run.id == box["run"].id
@@ -218,8 +251,8 @@ def test_management_deployments_on_aws_use_agent_pool_image_and_roles(cfg) -> No
 
     facts = Facts(PROD_ACCOUNT, REGION, NetworkFacts("vpc-1", ("subnet-1",), ()))
     res = {r.key: r for r in prefect_resources(cfg, "production", facts)}
-    drift = res[f"prefect.deployment/drift-check/{P}-production"].props
-    update = res[f"prefect.deployment/infra-update/{P}-production"].props
+    drift = res[f"prefect.deployment/drift-check/{P}-production-drift-check"].props
+    update = res[f"prefect.deployment/infra-update/{P}-production-infra-update"].props
     assert drift["work_pool_name"] == update["work_pool_name"] == f"{P}-main"
     assert drift["job_variables"]["task_role_arn"].endswith(f"role/{P}-infra-read")
     assert update["job_variables"]["task_role_arn"].endswith(f"role/{P}-infra-write")

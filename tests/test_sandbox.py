@@ -84,7 +84,7 @@ def test_sandbox_schedules_drift_check_and_applies_an_approved_update(tmp_path) 
             assert "54 IN_SYNC" in done[0].state.message
             assert c.read_artifacts()  # the drift table and summary
             # An update triggered through the API pauses for approval and applies after resume.
-            run = run_deployment(f"infra-update/{P}-production", timeout=0, parameters={
+            run = run_deployment(f"infra-update/{P}-production-infra-update", timeout=0, parameters={
                 "request": {"environment": "production", "flow_cpu": 2048, "flow_memory": 4096}})
             deadline = time.monotonic() + 120
             while c.read_flow_run(run.id).state_name != "Paused":

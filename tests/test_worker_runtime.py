@@ -17,8 +17,7 @@ from typing import Any
 import pytest
 
 from deployments.flows import load_flows, load_manifest, parse_manifest, DEFAULT_MANIFEST
-from infra_tasks.management import DRIFT_CHECK, INFRA_UPDATE
-from infra_tasks.names import management_deployment_name as deployment_name
+from infra_tasks.management import DRIFT_CHECK, INFRA_UPDATE, deployment_name
 from infra_tasks.config import load_config
 
 from .iam_eval import explain_denials
@@ -66,7 +65,7 @@ def expected_runs() -> dict[str, dict[str, Any]]:
                     **base, "cpu": spec.cpu or CFG.flows.cpu, "memory": spec.memory or CFG.flows.memory}
         out[f"hello/{DEFAULTS_DEPLOYMENT}-{P}-{t}"] = base
     for spec, task_role in ((DRIFT_CHECK, f"{P}-infra-read"), (INFRA_UPDATE, f"{P}-infra-write")):
-        out[f"{spec.flow_name}/{deployment_name(P, ENV_NAME)}"] = dict(
+        out[deployment_name(spec, P, ENV_NAME)] = dict(
             type=MGMT_TYPE, pool=f"{P}-{MGMT_TYPE}", task_role=role(task_role), cpu=CFG.flows.cpu,
             memory=CFG.flows.memory, image=IMAGE, management=True)
     return out

@@ -35,7 +35,8 @@ SHOTS = Path(os.environ.get("UI_SCREENSHOTS") or ROOT / "artifacts" / "ui")
 CHROMIUM = os.environ.get("UI_CHROMIUM", "/usr/bin/chromium")
 P = "data-flows"
 ENV = "production"
-DEPLOYMENT = f"{P}-{ENV}"
+DRIFT_CHECK = f"{P}-{ENV}-drift-check"  # the management deployments, named for what they are
+INFRA_UPDATE = f"{P}-{ENV}-infra-update"
 SECONDS = 1000  # Playwright timeouts are in milliseconds
 
 
@@ -226,12 +227,15 @@ def _journey(j: Journey, api: str) -> None:
 
     deployments = {(d["name"], d["entrypoint"].rsplit(":", 1)[-1]): d["id"]
                    for d in _api(api, "POST", "/deployments/filter", {})}
-    drift_id, update_id = deployments[(DEPLOYMENT, "drift_check")], deployments[(DEPLOYMENT, "infra_update")]
+    drift_id, update_id = deployments[(DRIFT_CHECK, "drift_check")], deployments[(INFRA_UPDATE, "infra_update")]
 
     # 3. The scheduled drift check (cron every minute) completes; its run page shows the
     #    result in its logs and the drift artifacts.
     j.goto("/deployments")
     j.text("Every minute every day")
+    # The list shows each deployment's name large (the flow's only in small print): they differ.
+    j.text(DRIFT_CHECK, exact=True)
+    j.text(INFRA_UPDATE, exact=True)
     j.shot("deployments")
     deadline = time.monotonic() + 180
     while True:
