@@ -5,7 +5,8 @@ as choices, counts with their limits, a description on every field. The flow com
 the plan with the requested values and publishes it as an artifact. A request that
 changes no resource completes at once ("nothing to change"), records nothing and asks
 nobody. Otherwise — unless it is a dry run — it pauses for approval (Resume, then
-approve or reject, with a comment; the plan is shown above the form). After approval it
+approve or reject, with a comment; the plan is shown above the form), and the paused
+state's message, which the run's page shows, says so. After approval it
 applies under the environment's lock, verifies, and records the approved values as a
 new version of the Prefect variable `{prefix}-{env}-overrides`, which every later
 bootstrap, drift check and update merges over infra.toml (so the next drift check does
@@ -19,15 +20,15 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from typing import Any, Literal
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.context import FlowRunContext
-from prefect.exceptions import CancelledRun, FailedRun, FlowPauseTimeout
-from prefect.flow_runs import pause_flow_run
-from prefect.input import RunInput
-from prefect.states import Cancelled, Completed, Failed, Running, State
+from prefect.exceptions import CancelledRun, FailedRun
+from prefect.input import RunInput, keyset_from_paused_state
+from prefect.states import Cancelled, Completed, Failed, Paused, Running, State
 from pydantic import BaseModel, ConfigDict, Field
 
 from flows.apply import PlanChanged, apply_locked, refusals
@@ -265,12 +266,10 @@ def infra_update(request: UpdateRequest, config_path: str = "", approval_timeout
                    f"Nothing changes before that; without an answer within {minutes} min the run is "
                    f"cancelled.\n\n{len(plan.pending)} resources change (full plan: artifact `{artifact}`):\n\n"
                    f"{_changes(plan)}\n" + (f"\n{note.strip()}\n" if note else ""))
-    log.info("Waiting for approval: click Resume, choose approve or reject. The plan (%d changes) is the "
-             "artifact %s and is shown in the Resume form.", len(plan.pending), artifact)
-    try:
-        answer = pause_flow_run(wait_for_input=Approval.with_initial_data(description=description),
-                                timeout=approval_timeout)
-    except FlowPauseTimeout:
+    instruction = paused_message(len(plan.pending), artifact, minutes)
+    log.info(instruction)
+    answer = _wait_for_approval(Approval.with_initial_data(description=description), instruction, approval_timeout)
+    if answer is None:
         return _outcome(_unanswered(approval_timeout))
     if answer.decision != "approve":
         log.info("rejected: %s", answer.comment)
@@ -288,6 +287,44 @@ def infra_update(request: UpdateRequest, config_path: str = "", approval_timeout
     waiting = f"; waiting for the agent image: {', '.join(result['deferred'])}" if result["deferred"] else ""
     return Completed(message=f"applied {result['applied']} changes{waiting}; approved values recorded as version "
                              f"{new_version} of {persisted.variable_name(base.prefix, env)}.{note}")
+
+
+def paused_message(changes: int, artifact: str, minutes: int) -> str:
+    """What the paused run's page says (its state message, under Details): what to do."""
+    return (f"Waiting for approval: click Resume, then approve or reject; {changes} "
+            f"change{'s' if changes != 1 else ''}, plan in artifact {artifact} and in the Resume form. "
+            f"Without an answer within {minutes} min the run is cancelled and nothing changes.")
+
+
+def _wait_for_approval(form: type[Approval], message: str, timeout: int, poll: float = 3) -> Approval | None:
+    """`pause_flow_run(wait_for_input=form, timeout=timeout)`, with `message` on the Paused
+    state, which the run's page shows (pause_flow_run sets no message). The same steps as
+    Prefect's: propose Paused with the input's keyset, save the form (the UI's Resume
+    dialog), poll until someone resumes the run with an answer. None: no answer in time."""
+    from prefect.client.orchestration import get_client
+    from prefect.utilities.engine import propose_state_sync
+
+    ctx = FlowRunContext.get()
+    if not (ctx and ctx.flow_run):
+        raise RuntimeError("infra-update waits for approval only inside its flow run")
+    run_id = ctx.flow_run.id
+    proposed = Paused(timeout_seconds=timeout, reschedule=False, pause_key="approval", message=message)
+    keyset = keyset_from_paused_state(proposed)
+    proposed.state_details.run_input_keyset = keyset
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as c:
+        state = propose_state_sync(c, proposed, flow_run_id=run_id)
+        if not state.is_paused():
+            raise RuntimeError(f"the run could not pause for approval: the Prefect API answered {state.type.value} "
+                               f"({state.message or 'no message'})")
+        form.save(keyset)
+        while True:
+            time.sleep(max(0.0, min(poll, deadline - time.monotonic())))
+            current = c.read_flow_run(run_id).state
+            if current is not None and current.is_running():
+                return form.load(keyset)
+            if time.monotonic() >= deadline:
+                return None
 
 
 def _unanswered(timeout: int) -> State:

@@ -3,6 +3,7 @@ pool template; the drift check; UI updates with approval; the lock between runs.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -217,6 +218,11 @@ def test_update_rejected_ends_cancelled_without_traceback(shared) -> None:
     assert "Choose **approve** or **reject**" in description
     assert f"- **update** `autoscaling.target/service/{P}-main/{P}-main-agent`\\n    - `max: 2 -> 3`" in description  # JSON text
     assert f"artifact `infra-update-production-plan`" in description
+    # The run's page says what to do (Details -> State Message), not only its logs.
+    assert paused.name == "Paused"
+    assert paused.message.startswith("Waiting for approval: click Resume, then approve or reject; "), paused.message
+    assert re.search(r"; [1-9]\d* changes?, plan in artifact infra-update-production-plan and in the Resume form\. "
+                     r"Without an answer within 60 min the run is cancelled", paused.message), paused.message
     aws.CALLS.reset()
     resume(run.id, "reject")
     th.join(120)

@@ -6,8 +6,8 @@ Playwright driving the system's Chromium (headless; no browser download) through
 Steps, each with a screenshot NN-name.png and assertions on what the page shows:
 work pools (the ECS pools say they are emulated) and blocks; the scheduled drift check
 completed with its artifacts; a custom run of infra-update submitted as the README says
-(Run → Custom run → the values to change → Submit) pauses with the plan, is resumed with
-approve and applies; a second one is rejected and ends Cancelled without a traceback; an
+(Run → Custom run → the values to change → Submit) pauses with the plan, its page saying
+what to do (Details → State Message), is resumed with approve and applies; a second one is rejected and ends Cancelled without a traceback; an
 invalid one (memory that does not fit the cpu) ends Failed naming the field. On failure:
 FAILED.png and the sandbox's logs land in the same directory.
 
@@ -265,6 +265,16 @@ def _journey(j: Journey, api: str) -> None:
     j.text("Waiting for approval: click Resume", timeout=120)
     j.text("Paused", exact=True)
     j.shot("approve-paused")
+    # The run's own page says what to do: Details -> State Message (the Paused state's message,
+    # cut at 70 characters until "See More").
+    from playwright.sync_api import expect
+
+    j.text("Details", exact=True).click()
+    message = j.page.locator(".p-key-value").filter(has=j.page.get_by_text("State Message", exact=True))
+    expect(message).to_contain_text("Waiting for approval: click Resume, then approve or reject; 2 changes")
+    message.get_by_text("See More").click()
+    expect(message).to_contain_text(f"2 changes, plan in artifact infra-update-{ENV}-plan and in the Resume form")
+    j.shot("approve-paused-details")
     j.button("Resume").click()
     j.text("Approve this change to")
     j.text("2 resources change (full plan: artifact")
