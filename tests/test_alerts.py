@@ -1,7 +1,8 @@
 """Drift alerts: the automation bootstrap registers when `prefect.alerts_block` names a
 notification block. End to end: drift induced, the drift check run from its deployment
 ends Failed, the Prefect server's triggers fire the automation, and a custom-webhook
-block delivers the alert to an HTTP server in this test."""
+block delivers the alert to an HTTP server in this test; an infra-update run that ends
+Crashed alerts once, one that ends Completed or Failed not at all."""
 
 from __future__ import annotations
 
@@ -88,6 +89,22 @@ def run_from_deployment(name: str) -> Any:
     return run_flow(drift_check, flow_run=run, parameters=run.parameters, return_type="state")
 
 
+def update_run_ending(final: Any) -> Any:
+    """A run of the infra-update deployment taken through Pending and Running to `final`
+    through the API, as a worker and the engine take it: the server emits the same
+    `prefect.flow-run.<state>` event as for a real run (a worker that loses the process
+    sets Crashed just so). Returns the flow run."""
+    from prefect.states import Pending, Running
+
+    with client() as c:
+        dep = c.read_deployment_by_name(f"infra-update/{P}-production-infra-update")
+        run = c.create_flow_run_from_deployment(dep.id, parameters={"request": {"environment": "production"}})
+        for state in (Pending(), Running(), final):
+            result = c.set_flow_run_state(run.id, state)
+            assert result.status.value == "ACCEPT", (state.name, result.details)
+    return run
+
+
 # --- on the shared stack (no alerts block: what the plan says; a missing block) -------------
 
 def test_plan_without_block_says_so(warm_prefect_stack, capsys) -> None:
@@ -140,6 +157,22 @@ def test_drift_alert_reaches_the_webhook(bootstrap, boto, hook, capsys) -> None:
     assert "production" in got[0]["subject"] and "drift-check" in got[0]["subject"]
     assert "Environment: production" in got[0]["body"] and "Failed" in got[0]["body"]
     assert hook.wait(2, timeout=3) == got  # exactly one
+
+    # infra-update runs: a Completed one and a Failed one (an invalid request already tells
+    # its submitter) send nothing; a Crashed one sends one alert naming the environment.
+    from prefect.states import Completed, Crashed, Failed
+
+    hook.received.clear()
+    update_run_ending(Completed())
+    update_run_ending(Failed(message="invalid request, nothing was changed"))
+    crashed = update_run_ending(Crashed(message="Flow run infrastructure exited with non-zero status code 137."))
+    got = hook.wait(1, timeout=60)
+    assert len(got) == 1, got
+    assert got[0]["subject"] == f"[{P}] production: infra-update run {crashed.name} Crashed", got[0]
+    assert "Environment: production" in got[0]["body"]
+    assert f"Deployment: infra-update/{P}-production-infra-update" in got[0]["body"]
+    assert "exited with non-zero status code 137" in got[0]["body"]
+    assert hook.wait(2, timeout=5) == got  # exactly one: the Completed and Failed runs sent none
 
     # Someone edits the automation in the UI: the drift check reports it.
     with client() as c:
