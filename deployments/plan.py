@@ -13,6 +13,7 @@ from infra_tasks.config import IMAGE_TAG_RE, InfraConfig
 from infra_tasks.management import IMAGE_WORKDIR
 from infra_tasks.model import Resource
 from infra_tasks.names import Account
+from infra_tasks.prefect_objects import FLOWS_MANIFEST_TAG
 
 from .loader import FlowInfo
 from .manifest import DEPLOYMENT_TYPES, DeployError, DeploymentSpec
@@ -24,7 +25,7 @@ BRANCH_TYPES: dict[str, str] = {"dev-v2": "dev", "staging-v2": "staging", "main-
 SCHEDULED_TYPES = frozenset({"main"})
 # Marks the deployments this tool owns, so that deployments others create in the same
 # pools (e.g. bootstrap's management flows) are never reported as retired.
-MANIFEST_TAG = "flows-manifest"
+MANIFEST_TAG = FLOWS_MANIFEST_TAG  # a teardown deletes the deployments carrying it with their pool
 KIND = "prefect.deployment"
 
 

@@ -132,10 +132,11 @@ def apply_plan(plan: Plan) -> dict[str, dict[str, Any]]:
         interrupt.request("interrupted (Ctrl-C)")
         for fut in futures.values():  # changes under way finish; the rest refuse to start
             fut.wait()
-    return _collect(futures, known)
+    return collect(futures, known)
 
 
-def _collect(futures: dict[str, PrefectFuture[Any]], known: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def collect(futures: dict[str, PrefectFuture[Any]], known: dict[str, Any],
+             what: str = "apply") -> dict[str, dict[str, Any]]:
     outputs, failed, skipped, stopped = dict(known), [], [], []
     for key, fut in futures.items():
         state = fut.state
@@ -159,7 +160,7 @@ def _collect(futures: dict[str, PrefectFuture[Any]], known: dict[str, Any]) -> d
     if failed or skipped or stopped:
         lines = ([f"failed: {f}" for f in failed] + [f"not attempted (a dependency failed): {s}" for s in skipped]
                  + [f"not started ({why}): {s}" for s in stopped])
-        raise InfraError("apply stopped:\n  " + "\n  ".join(lines)
+        raise InfraError(f"{what} stopped:\n  " + "\n  ".join(lines)
                          + "\n  Re-run after fixing the cause: completed changes are not repeated.")
     return outputs
 

@@ -147,6 +147,9 @@ class Environment(_Model):
     # The one branch whose pipeline applies infrastructure here (the ci-deploy role);
     # default: the last of ci_branches.
     apply_branch: str | None = None
+    # A protected environment is torn down only by someone typing its name at a terminal
+    # (`--yes` is refused). Unset: protected when the environment is named production.
+    protected: bool | None = None
 
     @field_validator("account_id")
     @classmethod
@@ -415,6 +418,10 @@ class InfraConfig(_Model):
                 f"environment {name!r} is not in infra.toml; configured: {', '.join(sorted(self.environments))}"
             )
         return self.environments[name]
+
+    def is_protected(self, env_name: str) -> bool:
+        protected = self.env(env_name).protected
+        return env_name == "production" if protected is None else protected
 
     def management_type(self, env_name: str) -> str:
         env = self.env(env_name)

@@ -353,6 +353,20 @@ def apply_change(change: Change, outputs: dict[str, dict[str, Any]]) -> dict[str
     raise InfraError(f"{res.key}: cannot apply a {change.action.value} change")
 
 
+def delete_change(change: Change) -> None:
+    """Perform one teardown deletion (the handler's `delete`), errors named like an apply's."""
+    res = change.resource
+    assert change.action is Action.DELETE and change.observed is not None
+    try:
+        HANDLERS[res.kind].delete(res, change.observed)
+    except InfraError:
+        raise
+    except (ClientError, BotoCoreError) as exc:
+        raise translate(exc, "delete", res.key) from None
+    except Exception as exc:  # noqa: BLE001 - the Prefect API's errors, named; anything else re-raised
+        raise prefect_objects.translate(exc, "delete", res.key) from None
+
+
 # --- an explicit list of resources ------------------------------------------------------
 
 def plan_resources(resources: list[Resource], owner: str = "", adopt: bool = False,

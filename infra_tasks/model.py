@@ -85,10 +85,13 @@ class Action(str, enum.Enum):
     NOOP = "no-op"
     CONFLICT = "conflict"
     NOT_CHECKED = "not-checked"
+    # A teardown's: deleted, or left in place (data not asked for, someone else's).
+    DELETE = "delete"
+    KEEP = "keep"
 
     @property
     def mutates(self) -> bool:
-        return self in (Action.CREATE, Action.UPDATE, Action.REPLACE)
+        return self in (Action.CREATE, Action.UPDATE, Action.REPLACE, Action.DELETE)
 
 
 @dataclass(frozen=True)
@@ -185,7 +188,7 @@ class Plan:
 
     @property
     def pending(self) -> list[Change]:
-        return [c for c in self.changes if c.action is not Action.NOOP]
+        return [c for c in self.changes if c.action not in (Action.NOOP, Action.KEEP)]
 
     @property
     def empty(self) -> bool:

@@ -34,6 +34,17 @@ def _record(op: str) -> None:
     PREFECT_CALLS.record("prefect", op)
 
 
+def _delete(op: str, method: str, *args: Any) -> None:
+    """One Prefect delete; an object already gone is done (a re-run after a crash)."""
+    with _client() as c:
+        _record(op)
+        try:
+            getattr(c, method)(*args)
+        except Exception as exc:  # noqa: BLE001
+            if not _not_found(exc):
+                raise
+
+
 def translate(exc: Exception, action: str, resource: str) -> Exception:
     """The Prefect API not answering (or answering 5xx) as an error naming the resource,
     the API and the next step; any other exception is returned as it is (a bug shows)."""
@@ -125,6 +136,39 @@ class WorkPoolHandler(Handler):
                                                         description=props["description"]))
         return {**observed.outputs, "template": template}
 
+    def delete_blocker(self, res: Resource, observed: Observed) -> str | None:
+        # The teardown deletes the deployments this project registered on the pool first;
+        # anyone else's would be left pointing at nothing.
+        foreign = [name for name, tags in deployments_on_pool(res.name) if not ours(tags)]
+        if foreign:
+            return (f"{res.key}: deployments not registered by this project use this pool: {', '.join(foreign)}; "
+                    f"delete them (prefect deployment delete NAME) or move them to another pool first")
+        return None
+
+    def delete(self, res: Resource, observed: Observed) -> None:
+        _delete("DeleteWorkPool", "delete_work_pool", res.name)
+
+
+# The tag the flow deployer (deployments/) puts on every deployment it registers, and the
+# management deployments' tag: what marks a deployment on our pools as this project's.
+FLOWS_MANIFEST_TAG = "flows-manifest"
+INFRA_TAG = "infra"
+
+
+def ours(tags: list[str]) -> bool:
+    return FLOWS_MANIFEST_TAG in tags or INFRA_TAG in tags
+
+
+def deployments_on_pool(pool: str) -> list[tuple[str, list[str]]]:
+    """(`flow/deployment` name, tags) of every deployment that uses the pool."""
+    from prefect.client.schemas.filters import WorkPoolFilter, WorkPoolFilterName
+
+    with _client() as c:
+        deps = c.read_deployments(work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[pool])))
+        flows = {d.flow_id for d in deps}
+        names = {f.id: f.name for f in (c.read_flows() if flows else []) if f.id in flows}
+    return sorted((f"{names.get(d.flow_id, d.flow_id)}/{d.name}", list(d.tags or [])) for d in deps)
+
 
 # --- blocks ------------------------------------------------------------------------------
 
@@ -177,6 +221,9 @@ class BlockHandler(Handler):
     def update(self, res: Resource, props: dict[str, Any], observed: Observed, diffs: list[Diff]) -> dict[str, Any]:
         return self.create(res, props)
 
+    def delete(self, res: Resource, observed: Observed) -> None:
+        _delete("DeleteBlockDocument", "delete_block_document", observed.outputs["id"])
+
 
 # --- the global concurrency limit ----------------------------------------------------------
 
@@ -213,6 +260,9 @@ class ConcurrencyLimitHandler(Handler):
             c.update_global_concurrency_limit(res.name, GlobalConcurrencyLimitUpdate(
                 limit=props["limit"], active=props["active"]))
         return observed.outputs
+
+    def delete(self, res: Resource, observed: Observed) -> None:
+        _delete("DeleteGlobalConcurrencyLimit", "delete_global_concurrency_limit_by_name", res.name)
 
 
 # --- deployments ---------------------------------------------------------------------------
@@ -265,6 +315,9 @@ class DeploymentHandler(Handler):
             if any(d.path == "schedules" for d in diffs):
                 self._schedules(c, dep_id, props["schedules"], observed.outputs["schedule_ids"])
         return observed.outputs
+
+    def delete(self, res: Resource, observed: Observed) -> None:
+        _delete("DeleteDeployment", "delete_deployment", observed.outputs["id"])
 
     @staticmethod
     def _schedules(c: Any, dep_id: Any, want: list[str], have: dict[str, str]) -> None:
@@ -398,6 +451,27 @@ class AutomationHandler(Handler):
             c.update_automation(observed.outputs["id"], core)
         return observed.outputs
 
+    def delete(self, res: Resource, observed: Observed) -> None:
+        _delete("DeleteAutomation", "delete_automation", observed.outputs["id"])
+
+
+# --- variables (read and deleted only: the lock's holder, the approved overrides) ---------------
+
+class VariableHandler(Handler):
+    """Variables are written by their owners (`lock`, `overrides`); a teardown reads and
+    deletes them. `res.ident["data"]`: the variable records something people decided (the
+    UI-approved overrides), kept unless --delete-data."""
+
+    kind = "prefect.variable"
+    taggable = False
+
+    def read(self, res: Resource) -> Observed | None:
+        var = _read("read_variable_by_name", res.name)
+        return None if var is None else Observed({}, outputs={"id": str(var.id), "name": res.name})
+
+    def delete(self, res: Resource, observed: Observed) -> None:
+        _delete("DeleteVariable", "delete_variable_by_name", res.name)
+
 
 HANDLERS: list[Handler] = [WorkPoolHandler(), BlockHandler(), ConcurrencyLimitHandler(), DeploymentHandler(),
-                           AutomationHandler()]
+                           AutomationHandler(), VariableHandler()]

@@ -10,8 +10,10 @@ from typing import Any, TextIO
 class Reporter:
     """Thread-safe: Prefect tasks report from worker threads."""
 
-    def __init__(self, total: int, live: bool | None = None, stream: TextIO | None = None) -> None:
+    def __init__(self, total: int, live: bool | None = None, stream: TextIO | None = None,
+                 verb: str = "applying") -> None:
         self.total = total
+        self.verb = verb
         self.done_count = 0
         self.in_flight: list[str] = []
         self.stream = stream or sys.stderr
@@ -25,7 +27,7 @@ class Reporter:
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-            self._progress = Progress(TextColumn("[bold]applying"), BarColumn(), MofNCompleteColumn(),
+            self._progress = Progress(TextColumn(f"[bold]{self.verb}"), BarColumn(), MofNCompleteColumn(),
                                       TimeElapsedColumn(), TextColumn("{task.description}"),
                                       console=Console(file=self.stream, force_terminal=True), transient=False)
             self._progress.start()

@@ -9,7 +9,8 @@ from typing import Any
 from .model import Action, Plan
 
 WIDE = 70
-SYMBOL = {Action.CREATE: "+", Action.UPDATE: "~", Action.REPLACE: "-/+", Action.NOOP: " ", Action.CONFLICT: "!"}
+SYMBOL = {Action.CREATE: "+", Action.UPDATE: "~", Action.REPLACE: "-/+", Action.NOOP: " ", Action.CONFLICT: "!",
+          Action.DELETE: "-", Action.KEEP: " "}
 
 
 def summary_line(plan: Plan) -> str:
@@ -19,7 +20,10 @@ def summary_line(plan: Plan) -> str:
             f"{c['no-op']} unchanged, {c['conflict']} conflicts")
 
 
-def render_text(plan: Plan, show_noop: bool = False) -> str:
+NO_CHANGES = "No changes: the infrastructure matches the configuration."
+
+
+def render_text(plan: Plan, show_noop: bool = False, empty: str = NO_CHANGES) -> str:
     lines = [summary_line(plan)] + [f"note: {n}" for n in plan.notes] + [""]
     shown = [c for c in plan.changes if show_noop or c.action is not Action.NOOP]
     if shown:
@@ -36,7 +40,7 @@ def render_text(plan: Plan, show_noop: bool = False) -> str:
                     lines.append(f"{'':<9}       current: {cur}")
                     lines.append(f"{'':<9}       desired: {des}")
     else:
-        lines.append("No changes: the infrastructure matches the configuration.")
+        lines.append(empty)
     for w in plan.warnings:
         lines.append(f"warning: {w}")
     return "\n".join(lines)

@@ -59,8 +59,10 @@ class Death:
             raise Crash(f"dead since {self.dead_after}")
 
 
-def bootstrap_dying(death: Death, monkeypatch: pytest.MonkeyPatch, *flags: str) -> None:
-    """Run bootstrap until it dies (a dead process returns nothing: its exit is not checked)."""
+def bootstrap_dying(death: Death, monkeypatch: pytest.MonkeyPatch, *flags: str,
+                    main: Callable[..., int] = run_cli) -> None:
+    """Run bootstrap (or another command's `main`) until it dies (a dead process returns
+    nothing: its exit is not checked)."""
     record = prefect_objects._record  # noqa: SLF001
 
     def counted(op: str) -> None:
@@ -71,7 +73,7 @@ def bootstrap_dying(death: Death, monkeypatch: pytest.MonkeyPatch, *flags: str) 
     aws.add_handler("after-call", death.after_call)
     aws.add_handler("before-send", death.before_send)
     try:
-        run_cli("--env", ENV, "--yes", *flags)
+        main("--env", ENV, "--yes", *flags)
     except Exception:  # noqa: BLE001 - the death itself, wherever it struck
         pass
     finally:
