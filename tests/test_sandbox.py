@@ -76,7 +76,7 @@ def test_sandbox_schedules_drift_check_and_applies_an_approved_update(tmp_path) 
             while not done:
                 assert time.monotonic() < deadline, output()
                 runs = c.read_flow_runs(deployment_filter=DeploymentFilter(
-                    name=DeploymentFilterName(any_=[f"{P}-production"])))
+                    name=DeploymentFilterName(any_=[f"{P}-production-drift-check"])))
                 done = [r for r in runs if r.state_name == "Completed"]
                 failed = [r for r in runs if r.state and r.state.is_failed()]
                 assert not failed, (failed[0].state.message, output())
