@@ -91,6 +91,7 @@ def desired_props(images_kept: int, mutability: str, tags: dict[str, str]) -> di
 
 class RepositoryHandler(Handler):
     kind = "ecr.repository"
+    holds_data = True
 
     def read(self, res: Resource) -> Observed | None:
         repo = describe_repository(res.name)
@@ -127,3 +128,7 @@ class RepositoryHandler(Handler):
             call("TagResource", res.key, ecr.tag_resource, resourceArn=observed.outputs["arn"],
                  tags=tag_list(props["tags"]))
         return observed.outputs
+
+    def delete(self, res: Resource, observed: Observed) -> None:
+        # force: the images go with the repository (a teardown deletes it only with --delete-data).
+        absent(res.key, client("ecr").delete_repository, repositoryName=res.name, force=True, missing=MISSING)

@@ -49,6 +49,7 @@ def desired_props(retention_days: int, tags: dict[str, str]) -> dict[str, Any]:
 
 class LogGroupHandler(Handler):
     kind = "logs.group"
+    holds_data = True
 
     def read(self, res: Resource) -> Observed | None:
         group = describe_log_group(res.name)
@@ -76,3 +77,6 @@ class LogGroupHandler(Handler):
         if changed(diffs, "tags"):
             call("TagResource", res.key, logs.tag_resource, resourceArn=observed.outputs["arn"], tags=props["tags"])
         return observed.outputs
+
+    def delete(self, res: Resource, observed: Observed) -> None:
+        absent(res.key, client("logs").delete_log_group, logGroupName=res.name, missing=MISSING)

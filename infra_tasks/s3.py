@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from . import policy
+from . import policy, progress
 from .aws import ClientError, InfraError, Missing, absent, client, error_code, translate
 from .handler import Handler, call, changed, tag_dict, tag_list
 from .model import Diff, Observed, Resource
@@ -19,6 +19,13 @@ MISSING = Missing.of(
     "ServerSideEncryptionConfigurationNotFoundError", "NoSuchBucketPolicy", "NoSuchLifecycleConfiguration",
     "NoSuchTagSet", "NoSuchTagSetError",
 )
+MISSING_UPLOAD = Missing.of("NoSuchUpload")
+
+# A teardown empties a bucket this many times at most when DeleteBucket still finds
+# objects (something kept writing to it meanwhile, e.g. a flow run).
+EMPTY_ROUNDS = 3
+# Versions listed, and deleted, per request: 1000 is the most DeleteObjects takes.
+DELETE_BATCH = 1000
 
 # --- thin calls: "not there" is None ----------------------------------------------------
 
@@ -34,6 +41,22 @@ def get(name: str, operation: str) -> dict[str, Any]:
 
 def arn_of(name: str) -> str:
     return bucket_arn(client("s3").meta.partition, name)
+
+
+def first_versions(name: str) -> list[dict[str, str]]:
+    """Up to `DELETE_BATCH` of the bucket's object versions and delete markers, as
+    `{Key, VersionId}` (unversioned objects have VersionId "null", which DeleteObjects
+    takes too). Always the first page: a teardown deletes it and asks again, rather than
+    paginate past markers it deleted meanwhile."""
+    out = client("s3").list_object_versions(Bucket=name, MaxKeys=DELETE_BATCH)
+    return [{"Key": v["Key"], "VersionId": v["VersionId"]}
+            for v in out.get("Versions", []) + out.get("DeleteMarkers", [])]
+
+
+def multipart_uploads(name: str) -> list[dict[str, str]]:
+    return [{"Key": u["Key"], "UploadId": u["UploadId"]}
+            for page in client("s3").get_paginator("list_multipart_uploads").paginate(Bucket=name)
+            for u in page.get("Uploads", [])]
 
 
 # --- normalisers (pure) -------------------------------------------------------------
@@ -121,6 +144,7 @@ def desired_props(region: str, bucket_arn: str, noncurrent_days: int, tags: dict
 class BucketHandler(Handler):
     kind = "s3.bucket"
     replace_paths = ("region",)
+    holds_data = True
 
     def read(self, res: Resource) -> Observed | None:
         name = res.name
@@ -186,3 +210,40 @@ class BucketHandler(Handler):
             merged = {**have_tags, **props["tags"]}
             call("PutBucketTagging", key, s3.put_bucket_tagging, Bucket=b,
                  Tagging={"TagSet": tag_list({k: v for k, v in merged.items() if not k.startswith("aws:")})})
+
+    def delete(self, res: Resource, observed: Observed) -> None:
+        for _ in range(EMPTY_ROUNDS):
+            if absent(res.key, self._empty, res, missing=MISSING) is None:
+                return  # the bucket is gone
+            try:
+                client("s3").delete_bucket(Bucket=res.name)
+                return
+            except ClientError as exc:
+                if MISSING(exc):
+                    return
+                if error_code(exc) != "BucketNotEmpty":
+                    raise translate(exc, "DeleteBucket", res.key) from None
+        raise InfraError(f"{res.key}: still not empty after emptying it {EMPTY_ROUNDS} times: something keeps writing "
+                         f"to it (a flow run?); stop it and re-run the teardown")
+
+    def _empty(self, res: Resource) -> int:
+        """Delete every object version, delete marker and unfinished multipart upload; the
+        number deleted. Page by page, so a teardown killed half-way leaves a part to finish."""
+        s3, deleted = client("s3"), 0
+        while batch := first_versions(res.name):
+            out = s3.delete_objects(Bucket=res.name, Delete={"Objects": batch, "Quiet": True})
+            # DeleteObjects answers 200 and lists what it could not delete (e.g. AccessDenied).
+            errors = out.get("Errors") or []
+            if errors:
+                shown = "; ".join(f"{e.get('Key')} ({e.get('VersionId')}): {e.get('Code')} {e.get('Message', '')}"
+                                  for e in errors[:5])
+                raise InfraError(f"DeleteObjects failed for {res.key}: {len(errors)} object version(s) were not "
+                                 f"deleted, e.g. {shown}\n  next step: fix the cause (permissions, object lock) "
+                                 f"and re-run the teardown; what was deleted stays deleted")
+            deleted += len(batch)
+            reporter = progress.current()
+            if reporter:
+                reporter.waiting(f"{res.key}: emptying, {deleted} object versions deleted")
+        for upload in multipart_uploads(res.name):
+            absent(res.key, s3.abort_multipart_upload, Bucket=res.name, missing=MISSING_UPLOAD, **upload)
+        return deleted
