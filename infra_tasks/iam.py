@@ -1,5 +1,12 @@
 """IAM roles (trust, inline and managed policies, tags), customer managed policies and
-the CircleCI OIDC provider."""
+the CircleCI OIDC provider.
+
+Deleting: a role goes with its attached and inline policies and instance-profile
+memberships. A managed policy (the runtime roles' permissions boundary) and the OIDC
+provider are deleted only when nothing outside this environment uses them; "this
+environment's" is an IAM role carrying the same ownership tag (`managed-by`) as the policy
+or provider itself. Users and groups are never ours (the project creates none).
+"""
 
 from __future__ import annotations
 
@@ -7,9 +14,9 @@ import json
 from typing import Any
 
 from . import policy
-from .aws import Missing, absent, client, paginate
+from .aws import InfraError, Missing, absent, client, paginate
 from .handler import Handler, call, changed, tag_dict, tag_list
-from .model import Diff, Observed, Resource
+from .model import OWNER_TAG, Diff, Observed, Resource
 
 MISSING = Missing.of("NoSuchEntity")
 
@@ -39,6 +46,39 @@ def inline_policies(name: str) -> dict[str, Any]:
 def attached_policies(name: str) -> list[str]:
     return [p["PolicyArn"] for p in paginate(client("iam"), "list_attached_role_policies", "AttachedPolicies",
                                              RoleName=name)]
+
+
+def inline_policy_names(name: str) -> list[str]:
+    return list(paginate(client("iam"), "list_role_policies", "PolicyNames", RoleName=name))
+
+
+def instance_profiles_of(name: str) -> list[str]:
+    return [p["InstanceProfileName"] for p in paginate(client("iam"), "list_instance_profiles_for_role",
+                                                       "InstanceProfiles", RoleName=name)]
+
+
+def role_owner(name: str) -> str | None:
+    """The role's ownership tag value (None: untagged, or the role is gone)."""
+    return tag_dict(role_tags(name)).get(OWNER_TAG)
+
+
+def policy_users(arn: str) -> list[tuple[str, str, str]]:
+    """Who uses the managed policy: (`role`/`user`/`group`, name, `attached`/`boundary`).
+    ListEntitiesForPolicy tells the two uses apart only when asked for one at a time."""
+    out = []
+    for usage, flt in (("attached", "PermissionsPolicy"), ("boundary", "PermissionsBoundary")):
+        for page in client("iam").get_paginator("list_entities_for_policy").paginate(
+                PolicyArn=arn, PolicyUsageFilter=flt):
+            for kind, key, name_key in (("role", "PolicyRoles", "RoleName"), ("user", "PolicyUsers", "UserName"),
+                                        ("group", "PolicyGroups", "GroupName")):
+                out += [(kind, e[name_key], usage) for e in page.get(key, [])]
+    return sorted(set(out))
+
+
+def roles_trusting(provider_arn: str) -> list[str]:
+    """Roles whose trust policy names the OIDC provider (ListRoles carries trust policies)."""
+    return sorted(r["RoleName"] for r in paginate(client("iam"), "list_roles", "Roles")
+                  if provider_arn in json.dumps(r.get("AssumeRolePolicyDocument") or {}))
 
 
 def get_policy(arn: str) -> dict[str, Any] | None:
@@ -92,6 +132,14 @@ def normalise_managed_policy(pol: dict[str, Any], document: Any) -> dict[str, An
 def oidc_provider_for(arns: list[str], host: str) -> str | None:
     """The provider ARN of `host` among `arns` (IAM has no lookup by URL)."""
     return next((a for a in arns if a.endswith(f":oidc-provider/{host}")), None)
+
+
+def foreign_users(users: list[tuple[str, str, str]], owners: dict[str, str | None],
+                  owner: str | None) -> list[str]:
+    """Those of a policy's `users` not of this environment (`owners`: role name -> its
+    ownership tag), as "role x (attached)"."""
+    return [f"{kind} {name} ({'permissions boundary' if usage == 'boundary' else usage})"
+            for kind, name, usage in users if kind != "role" or owner is None or owners.get(name) != owner]
 
 
 def spare_version(versions: list[dict[str, Any]]) -> str | None:
@@ -180,6 +228,19 @@ class RoleHandler(Handler):
             call("TagRole", key, iam.tag_role, RoleName=res.name, Tags=tag_list(props["tags"]))
         return observed.outputs
 
+    def delete(self, res: Resource, observed: Observed) -> None:
+        # IAM deletes a role only once nothing hangs on it; listed afresh (not taken from
+        # `observed`), so a run killed half-way through finishes from where it stopped.
+        iam, key, name = client("iam"), res.key, res.name
+        for arn in absent(key, attached_policies, name, missing=MISSING) or []:
+            absent(key, iam.detach_role_policy, RoleName=name, PolicyArn=arn, missing=MISSING)
+        for policy_name in absent(key, inline_policy_names, name, missing=MISSING) or []:
+            absent(key, iam.delete_role_policy, RoleName=name, PolicyName=policy_name, missing=MISSING)
+        for profile in absent(key, instance_profiles_of, name, missing=MISSING) or []:
+            absent(key, iam.remove_role_from_instance_profile, InstanceProfileName=profile, RoleName=name,
+                   missing=MISSING)
+        absent(key, iam.delete_role, RoleName=name, missing=MISSING)
+
 
 class ManagedPolicyHandler(Handler):
     """A customer managed policy (the runtime roles' permissions boundaries). A changed
@@ -219,6 +280,37 @@ class ManagedPolicyHandler(Handler):
             call("TagPolicy", res.key, iam.tag_policy, PolicyArn=arn, Tags=tag_list(props["tags"]))
         return observed.outputs
 
+    def _users(self, res: Resource, observed: Observed) -> tuple[list[tuple[str, str, str]], str | None]:
+        """Who uses the policy, and why that stops a teardown when some are not of this environment."""
+        users = absent(res.key, policy_users, observed.outputs["arn"], missing=MISSING) or []
+        owners = {name: role_owner(name) for kind, name, _ in users if kind == "role"}
+        foreign = foreign_users(users, owners, observed.tags.get(OWNER_TAG))
+        return users, (f"{res.key} is used by {', '.join(foreign)}, not of this environment; a teardown never "
+                       f"changes others' resources: detach it from them (or have their owner do so) and re-run"
+                       if foreign else None)
+
+    def delete_blocker(self, res: Resource, observed: Observed) -> str | None:
+        return self._users(res, observed)[1]
+
+    def delete(self, res: Resource, observed: Observed) -> None:
+        iam, arn = client("iam"), observed.outputs["arn"]
+        users, blocker = self._users(res, observed)  # again: someone may have attached it since the plan
+        if blocker:
+            raise InfraError(blocker)
+        # Still the boundary of one of our roles: that role's deletion comes first. Removing
+        # the boundary instead would widen a role that is still there.
+        bounded = [name for _, name, usage in users if usage == "boundary"]
+        if bounded:
+            raise InfraError(f"{res.key} is still the permissions boundary of role(s) {', '.join(bounded)}; delete "
+                             f"them first (they are part of this teardown: re-run it once they are gone)")
+        for _, name, _ in users:  # our roles: detaching only narrows what they may do
+            absent(res.key, iam.detach_role_policy, RoleName=name, PolicyArn=arn, missing=MISSING)
+        # DeletePolicy deletes the default version; the others must go first.
+        for v in absent(res.key, policy_versions, arn, missing=MISSING) or []:
+            if not v["IsDefaultVersion"]:
+                absent(res.key, iam.delete_policy_version, PolicyArn=arn, VersionId=v["VersionId"], missing=MISSING)
+        absent(res.key, iam.delete_policy, PolicyArn=arn, missing=MISSING)
+
 
 class OidcProviderHandler(Handler):
     """The CircleCI org's OIDC provider: created if missing, adopted if present."""
@@ -249,3 +341,17 @@ class OidcProviderHandler(Handler):
             call("TagOpenIDConnectProvider", res.key, iam.tag_open_id_connect_provider,
                  OpenIDConnectProviderArn=observed.outputs["arn"], Tags=tag_list(props["tags"]))
         return observed.outputs
+
+    def delete_blocker(self, res: Resource, observed: Observed) -> str | None:
+        # One provider per CircleCI org and account: other stacks' roles may trust it even
+        # when we created it. Ours (the CI roles) are deleted before it.
+        owner = observed.tags.get(OWNER_TAG)
+        foreign = [r for r in roles_trusting(observed.outputs["arn"]) if owner is None or role_owner(r) != owner]
+        if foreign:
+            return (f"{res.key} is trusted by role(s) {', '.join(foreign)}, not of this environment: they would lose "
+                    f"CircleCI access; keep it (or remove it from their trust policies first)")
+        return None
+
+    def delete(self, res: Resource, observed: Observed) -> None:
+        absent(res.key, client("iam").delete_open_id_connect_provider,
+               OpenIDConnectProviderArn=observed.outputs["arn"], missing=MISSING)
