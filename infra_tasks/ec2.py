@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
-from .aws import InfraError, Missing, absent, client, paginate
+from . import progress
+from .aws import ClientError, InfraError, Missing, absent, client, error_code, paginate, translate
 from .config import Network
 from .handler import Handler, call, changed, tag_dict, tag_list
 from .model import Diff, Observed, Resource
 
 # Describe calls filtered by name answer an empty list; by id, these codes.
 MISSING = Missing.of("InvalidGroup.NotFound", "InvalidVpcID.NotFound", "InvalidSubnetID.NotFound")
+
+# A security group stays in use for minutes after what used it went: AWS releases the
+# network interfaces of stopped Fargate tasks late. A teardown retries its deletion so long.
+SG_DELETE_TIMEOUT = 600.0
+SG_DELETE_INTERVAL = 15.0
 
 # --- thin calls: "not there" is None ----------------------------------------------------
 
@@ -28,6 +35,21 @@ def describe_security_group(name: str, vpc_id: str) -> dict[str, Any] | None:
     out = absent(f"ec2.security_group/{name}", client("ec2").describe_security_groups, Filters=[
         {"Name": "group-name", "Values": [name]}, {"Name": "vpc-id", "Values": [vpc_id]}], missing=MISSING)
     return next(iter((out or {}).get("SecurityGroups", [])), None)
+
+
+def security_group_users(group_id: str) -> list[str]:
+    """What keeps a security group from being deleted: network interfaces in it, and other
+    groups whose rules refer to it."""
+    ec2 = client("ec2")
+    enis = [f"network interface {n['NetworkInterfaceId']} "
+            f"({n.get('Description') or n.get('InterfaceType') or 'no description'}, {n.get('Status')})"
+            for n in paginate(ec2, "describe_network_interfaces", "NetworkInterfaces",
+                              Filters=[{"Name": "group-id", "Values": [group_id]}])]
+    referring = {g["GroupId"]: g.get("GroupName", "")
+                 for flt in ("ip-permission.group-id", "egress.ip-permission.group-id")
+                 for g in paginate(ec2, "describe_security_groups", "SecurityGroups",
+                                   Filters=[{"Name": flt, "Values": [group_id]}]) if g["GroupId"] != group_id}
+    return enis + [f"rules of {gid} ({name})" for gid, name in sorted(referring.items())]
 
 
 # --- facts: the configured network, resolved once per run -----------------------------
@@ -170,3 +192,28 @@ class SecurityGroupHandler(Handler):
             if missing:
                 call(f"Authorize{direction.title()}", res.key, authorize, GroupId=gid,
                      IpPermissions=[to_permission(r) for r in missing])
+
+    def delete(self, res: Resource, observed: Observed) -> None:
+        gid = observed.outputs["id"]
+        deadline = time.monotonic() + SG_DELETE_TIMEOUT
+        while True:
+            try:
+                client("ec2").delete_security_group(GroupId=gid)
+                return
+            except ClientError as exc:
+                if MISSING(exc):
+                    return
+                if error_code(exc) != "DependencyViolation":
+                    raise translate(exc, "DeleteSecurityGroup", res.key) from None
+            if time.monotonic() + SG_DELETE_INTERVAL > deadline:
+                users = "; ".join(security_group_users(gid)) or "nothing AWS lists (yet)"
+                raise InfraError(
+                    f"DeleteSecurityGroup failed for {res.key} ({gid}): still in use after "
+                    f"{SG_DELETE_TIMEOUT:.0f}s by {users}\n  next step: network interfaces of stopped ECS tasks are "
+                    f"released within minutes: re-run the teardown later; or stop what else uses the group (remove "
+                    f"the rules that refer to it)")
+            reporter = progress.current()
+            if reporter:
+                reporter.waiting(f"{res.key}: still in use (network interfaces of stopped tasks are released late); "
+                                 f"retrying for up to {SG_DELETE_TIMEOUT:.0f}s")
+            time.sleep(SG_DELETE_INTERVAL)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .aws import Missing, absent, client
+from .aws import InfraError, Missing, absent, client, paginate
 from .handler import Handler, call, changed, tag_dict, tag_list
 from .model import Diff, Observed, Resource
 
@@ -21,6 +21,13 @@ def describe_rule(name: str) -> dict[str, Any] | None:
 def rule_targets(name: str) -> list[dict[str, Any]]:
     return (absent(f"events.rule/{name}", client("events").list_targets_by_rule, Rule=name, missing=MISSING)
             or {}).get("Targets", [])
+
+
+def all_target_ids(name: str) -> list[str] | None:
+    """Every target id of the rule, all pages (None: the rule is gone)."""
+    return absent(f"events.rule/{name}",
+                  lambda: [t["Id"] for t in paginate(client("events"), "list_targets_by_rule", "Targets", Rule=name)],
+                  missing=MISSING)
 
 
 def rule_tags(name: str, arn: str) -> list[dict[str, str]]:
@@ -113,3 +120,16 @@ class RuleHandler(Handler):
             call("TagResource", res.key, ev.tag_resource, ResourceARN=observed.outputs["arn"],
                  Tags=tag_list(props["tags"]))
         return observed.outputs
+
+    def delete(self, res: Resource, observed: Observed) -> None:
+        # EventBridge deletes a rule only once it has no targets.
+        ev, ids = client("events"), all_target_ids(res.name) or []
+        for i in range(0, len(ids), 100):  # RemoveTargets takes at most 100 ids
+            out = absent(res.key, ev.remove_targets, Rule=res.name, Ids=ids[i:i + 100], missing=MISSING) or {}
+            failed = out.get("FailedEntries") or []
+            if failed:
+                shown = "; ".join(f"{f.get('TargetId')}: {f.get('ErrorCode')} {f.get('ErrorMessage', '')}"
+                                  for f in failed[:5])
+                raise InfraError(f"RemoveTargets failed for {res.key}: {shown}\n  next step: fix the cause and "
+                                 f"re-run the teardown")
+        absent(res.key, ev.delete_rule, Name=res.name, missing=MISSING)

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 from urllib.parse import urlparse
 
-from . import policy
-from .aws import Missing, absent, client
+from . import policy, progress
+from .aws import ClientError, Missing, absent, client, error_code
 from .handler import Handler, call, changed
 from .model import Diff, Observed, Resource
 from .names import arn
 
 MISSING = Missing.of("AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist")
+# AWS refuses a queue name for 60 seconds after a queue of that name was deleted (a
+# bootstrap right after a teardown): CreateQueue is retried for a bounded time.
+DELETED_RECENTLY = ("AWS.SimpleQueueService.QueueDeletedRecently", "QueueDeletedRecently")
+RECREATE_TIMEOUT = 90.0
+RECREATE_INTERVAL = 10.0
 MANAGED_ATTRIBUTES = ("MessageRetentionPeriod", "VisibilityTimeout", "SqsManagedSseEnabled",
                       "RedrivePolicy", "Policy")
 
@@ -116,9 +122,22 @@ class QueueHandler(Handler):
                         tags=queue_tags(res.name, url))
 
     def create(self, res: Resource, props: dict[str, Any]) -> dict[str, Any]:
-        url = call("CreateQueue", res.key, client("sqs").create_queue, QueueName=res.name,
-                   Attributes=wire_attributes(props["attributes"]), tags=props["tags"])["QueueUrl"]
+        url = call("CreateQueue", res.key, self._create_queue, res, props)["QueueUrl"]
         return {"url": url, "arn": queue_arn(url), "name": res.name}
+
+    def _create_queue(self, res: Resource, props: dict[str, Any]) -> dict[str, Any]:
+        deadline = time.monotonic() + RECREATE_TIMEOUT
+        while True:
+            try:
+                return client("sqs").create_queue(QueueName=res.name, Attributes=wire_attributes(props["attributes"]),
+                                                  tags=props["tags"])
+            except ClientError as exc:
+                if error_code(exc) not in DELETED_RECENTLY or time.monotonic() + RECREATE_INTERVAL > deadline:
+                    raise
+                reporter = progress.current()
+                if reporter:
+                    reporter.waiting(f"{res.key}: AWS keeps a deleted queue's name for 60 s after its deletion")
+                time.sleep(RECREATE_INTERVAL)
 
     def update(self, res: Resource, props: dict[str, Any], observed: Observed, diffs: list[Diff]) -> dict[str, Any]:
         sqs, url = client("sqs"), observed.outputs["url"]
@@ -132,3 +151,6 @@ class QueueHandler(Handler):
         if changed(diffs, "tags"):
             call("TagQueue", res.key, sqs.tag_queue, QueueUrl=url, Tags=props["tags"])
         return observed.outputs
+
+    def delete(self, res: Resource, observed: Observed) -> None:
+        absent(res.key, client("sqs").delete_queue, QueueUrl=observed.outputs["url"], missing=MISSING)
