@@ -89,6 +89,11 @@ class ScalableTargetHandler(Handler):
     def update(self, res: Resource, props: dict[str, Any], observed: Observed, diffs: list[Diff]) -> dict[str, Any]:
         return self.create(res, props)
 
+    def delete(self, res: Resource, observed: Observed) -> None:
+        # Deregistering a target also deletes its scaling policies (and their alarms).
+        absent(res.key, client("application-autoscaling").deregister_scalable_target, ServiceNamespace="ecs",
+               ResourceId=res.name, ScalableDimension=DIMENSION, missing=MISSING)
+
 
 class ScalingPolicyHandler(Handler):
     kind = "autoscaling.policy"
@@ -109,3 +114,9 @@ class ScalingPolicyHandler(Handler):
 
     def update(self, res: Resource, props: dict[str, Any], observed: Observed, diffs: list[Diff]) -> dict[str, Any]:
         return self.create(res, props)
+
+    def delete(self, res: Resource, observed: Observed) -> None:
+        # Already gone when its target was deregistered first: not an error.
+        absent(res.key, client("application-autoscaling").delete_scaling_policy, PolicyName=res.name,
+               ServiceNamespace="ecs", ResourceId=res.ident["resource_id"], ScalableDimension=DIMENSION,
+               missing=MISSING)

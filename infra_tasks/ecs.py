@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from .aws import Missing, absent, client, retry_iam_propagation
+from . import progress
+from .aws import (ClientError, InfraError, Missing, absent, client, error_code, paginate, retry_iam_propagation,
+                  translate)
 from .handler import Handler, call, changed, tag_dict, tag_list
-from .model import Diff, Observed, Resource, Within
+from .model import OWNER_TAG, Diff, Observed, Resource, Within
 
 # DescribeClusters / DescribeServices report a missing name in `failures`, not as an
 # error; DescribeServices raises ClusterNotFoundException when the cluster is missing.
-MISSING = Missing.of("ClusterNotFoundException", "ServiceNotFoundException")
+# Changing a service that is being deleted (DRAINING) answers ServiceNotActiveException.
+MISSING = Missing.of("ClusterNotFoundException", "ServiceNotFoundException", "ServiceNotActiveException")
+# DeleteCluster refuses while services (deleted ones drain for a while) or tasks remain.
+CLUSTER_BUSY = ("ClusterContainsServicesException", "ClusterContainsTasksException", "UpdateInProgressException")
+
+# Teardown waits, bounded: a service's tasks stopping once it is scaled to 0 (each task
+# gets its stop timeout, 30 s by default, to exit), and deleted services draining out of
+# their cluster before AWS lets the cluster go.
+DRAIN_TIMEOUT = 600.0
+CLUSTER_DELETE_TIMEOUT = 600.0
+POLL_INTERVAL = 10.0
 
 # --- thin calls: "not there" is None ----------------------------------------------------
 
@@ -27,6 +40,23 @@ def describe_service(cluster: str, name: str) -> dict[str, Any] | None:
     return active((out or {}).get("services"))
 
 
+def running_tasks(cluster: str) -> list[dict[str, Any]]:
+    """The cluster's tasks that run or are about to (desired status RUNNING), described."""
+    ecs = client("ecs")
+    arns = list(paginate(ecs, "list_tasks", "taskArns", cluster=cluster, desiredStatus="RUNNING"))
+    return [t for i in range(0, len(arns), 100)  # DescribeTasks takes at most 100
+            for t in ecs.describe_tasks(cluster=cluster, tasks=arns[i:i + 100]).get("tasks", [])]
+
+
+def cluster_services(cluster: str) -> list[dict[str, Any]]:
+    """The cluster's services (ACTIVE and DRAINING), described with their tags."""
+    ecs = client("ecs")
+    arns = list(paginate(ecs, "list_services", "serviceArns", cluster=cluster))
+    return [s for i in range(0, len(arns), 10)  # DescribeServices takes at most 10
+            for s in ecs.describe_services(cluster=cluster, services=arns[i:i + 10], include=["TAGS"]).get(
+                "services", [])]
+
+
 def wait_stable(cluster: str, services: list[str], timeout: int = 600) -> None:
     """Wait (bounded) until the agent services run their desired count."""
     client("ecs").get_waiter("services_stable").wait(
@@ -39,6 +69,17 @@ def wait_stable(cluster: str, services: list[str], timeout: int = 600) -> None:
 def active(found: list[dict[str, Any]] | None) -> dict[str, Any] | None:
     """The ACTIVE one among described clusters/services (INACTIVE ones linger after deletion)."""
     return next((x for x in found or [] if x.get("status") == "ACTIVE"), None)
+
+
+def standalone(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Tasks no service started (a service's tasks are in group "service:NAME"): on an
+    agent's cluster, Prefect flow runs."""
+    return [t for t in tasks if not str(t.get("group", "")).startswith("service:")]
+
+
+def task_ids(tasks: list[dict[str, Any]], shown: int = 5) -> str:
+    ids = [t["taskArn"].rsplit("/", 1)[-1] for t in tasks]
+    return ", ".join(ids[:shown]) + (f" and {len(ids) - shown} more" if len(ids) > shown else "")
 
 
 def normalise_strategy(items: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
@@ -147,6 +188,51 @@ class ClusterHandler(Handler):
                  tags=tag_list(props["tags"], "key", "value"))
         return observed.outputs
 
+    def delete_blocker(self, res: Resource, observed: Observed) -> str | None:
+        reasons = []
+        runs = standalone(absent(res.key, running_tasks, res.name, missing=MISSING) or [])
+        if runs:
+            reasons.append(f"{len(runs)} task(s) not started by a service still run in it (flow runs): "
+                           f"{task_ids(runs)}; let them finish, or cancel those flow runs in Prefect (or "
+                           f"`aws ecs stop-task --cluster {res.name} --task ID`), then re-run")
+        owner = observed.tags.get(OWNER_TAG)
+        foreign = [s["serviceName"] for s in absent(res.key, cluster_services, res.name, missing=MISSING) or []
+                   if s.get("status") == "ACTIVE" and tag_dict(s.get("tags"), "key", "value").get(OWNER_TAG) != owner]
+        if foreign:
+            reasons.append(f"service(s) {', '.join(sorted(foreign))} of another owner run in it; a teardown never "
+                           f"deletes others' resources: have them deleted or moved first")
+        return f"{res.key}: " + "; ".join(reasons) if reasons else None
+
+    def delete(self, res: Resource, observed: Observed) -> None:
+        deadline = time.monotonic() + CLUSTER_DELETE_TIMEOUT
+        while True:
+            try:
+                client("ecs").delete_cluster(cluster=res.name)
+                return
+            except ClientError as exc:
+                if MISSING(exc):
+                    return
+                if error_code(exc) not in CLUSTER_BUSY:
+                    raise translate(exc, "DeleteCluster", res.key) from None
+            if time.monotonic() + POLL_INTERVAL > deadline:
+                raise InfraError(
+                    f"DeleteCluster failed for {res.key}: it still holds {self._contents(res)} after "
+                    f"{CLUSTER_DELETE_TIMEOUT:.0f}s\n  next step: deleted services drain within minutes; stop the "
+                    f"tasks that still run (cancel their flow runs in Prefect, or `aws ecs stop-task --cluster "
+                    f"{res.name} --task ID`) and re-run the teardown")
+            reporter = progress.current()
+            if reporter:
+                reporter.waiting(f"{res.key}: services and tasks draining out of it (up to "
+                                 f"{CLUSTER_DELETE_TIMEOUT:.0f}s)")
+            time.sleep(POLL_INTERVAL)
+
+    def _contents(self, res: Resource) -> str:
+        services = [f"service {s['serviceName']} ({s.get('status')})"
+                    for s in absent(res.key, cluster_services, res.name, missing=MISSING) or []]
+        tasks = absent(res.key, running_tasks, res.name, missing=MISSING) or []
+        found = services + ([f"{len(tasks)} running task(s): {task_ids(tasks)}"] if tasks else [])
+        return ", ".join(found) or "services or tasks AWS no longer lists"
+
 
 class ServiceHandler(Handler):
     kind = "ecs.service"
@@ -202,3 +288,29 @@ class ServiceHandler(Handler):
             call("TagResource", res.key, ecs.tag_resource, resourceArn=observed.outputs["arn"],
                  tags=tag_list(props["tags"], "key", "value"))
         return observed.outputs
+
+    def delete(self, res: Resource, observed: Observed) -> None:
+        # Scaled to 0 and drained first, so the agents stop as a deployment would stop them.
+        ecs, cluster = client("ecs"), res.ident["cluster"]
+        s = describe_service(cluster, res.name)
+        if s is None:
+            return  # gone, or already DRAINING after a deletion
+        if s.get("desiredCount"):
+            out = absent(res.key, ecs.update_service, cluster=cluster, service=res.name, desiredCount=0,
+                         missing=MISSING)
+            if out is None:
+                return
+            s = out["service"]
+        deadline = time.monotonic() + DRAIN_TIMEOUT
+        while s is not None and (left := s.get("runningCount", 0) + s.get("pendingCount", 0)) > 0:
+            if time.monotonic() + POLL_INTERVAL > deadline:
+                raise InfraError(
+                    f"{res.key}: {left} task(s) still running {DRAIN_TIMEOUT:.0f}s after scaling it to 0\n  next step: "
+                    f"see why in its events (`aws ecs describe-services --cluster {cluster} --services {res.name}`), "
+                    f"stop them (`aws ecs stop-task`) and re-run the teardown")
+            reporter = progress.current()
+            if reporter:
+                reporter.waiting(f"{res.key}: scaled to 0, {left} task(s) stopping (up to {DRAIN_TIMEOUT:.0f}s)")
+            time.sleep(POLL_INTERVAL)
+            s = describe_service(cluster, res.name)
+        absent(res.key, ecs.delete_service, cluster=cluster, service=res.name, missing=MISSING)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from .aws import Missing, absent, client, retry_iam_propagation
+from .aws import Missing, absent, client, paginate, retry_iam_propagation
 from .handler import Handler, call, changed, tag_dict, tag_list
 from .model import Diff, Observed, Ref, Resource
 
@@ -34,7 +34,20 @@ def describe_task_definition(family: str) -> dict[str, Any] | None:
                   include=["TAGS"], missing=MISSING)
 
 
+def active_revisions(family: str) -> list[str]:
+    """ARNs of the family's ACTIVE revisions. ListTaskDefinitions' familyPrefix is a prefix
+    ("agent" also lists "agent-2"): only the family itself is kept."""
+    arns = paginate(client("ecs"), "list_task_definitions", "taskDefinitionArns", familyPrefix=family,
+                    status="ACTIVE")
+    return [a for a in arns if family_of(a) == family]
+
+
 # --- normalisers (pure) -------------------------------------------------------------
+
+
+def family_of(arn: str) -> str:
+    """`arn:…:task-definition/FAMILY:REVISION` -> FAMILY."""
+    return arn.rsplit("/", 1)[-1].rsplit(":", 1)[0]
 
 
 def _empty(v: Any) -> bool:
@@ -167,3 +180,10 @@ class TaskDefinitionHandler(Handler):
             call("TagResource", res.key, client("ecs").tag_resource, resourceArn=observed.outputs["arn"],
                  tags=tag_list(props["tags"], "key", "value"))
         return observed.outputs
+
+    def delete(self, res: Resource, observed: Observed) -> None:
+        # Deregistered revisions stay listed as INACTIVE (AWS's own record; tasks still
+        # running keep theirs); nothing can start from them any more.
+        ecs = client("ecs")
+        for arn in active_revisions(res.name):
+            absent(res.key, ecs.deregister_task_definition, taskDefinition=arn, missing=MISSING)
