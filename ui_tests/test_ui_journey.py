@@ -275,6 +275,7 @@ def _journey(j: Journey, api: str) -> None:
     message.get_by_text("See More").click()
     expect(message).to_contain_text(f"2 changes, plan in artifact infra-update-{ENV}-plan and in the Resume form")
     j.shot("approve-paused-details")
+    j.text("Logs", exact=True).click()  # back where the run's end shows
     j.button("Resume").click()
     j.text("Approve this change to")
     j.text("2 resources change (full plan: artifact")
