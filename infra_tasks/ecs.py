@@ -77,6 +77,11 @@ def standalone(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [t for t in tasks if not str(t.get("group", "")).startswith("service:")]
 
 
+def same_owner(tags: dict[str, str], ours: dict[str, str]) -> bool:
+    """Whether `tags` carry the same ownership and environment tags as `ours` (and have one)."""
+    return bool(tags.get(OWNER_TAG)) and all(tags.get(k) == ours.get(k) for k in (OWNER_TAG, "environment"))
+
+
 def task_ids(tasks: list[dict[str, Any]], shown: int = 5) -> str:
     ids = [t["taskArn"].rsplit("/", 1)[-1] for t in tasks]
     return ", ".join(ids[:shown]) + (f" and {len(ids) - shown} more" if len(ids) > shown else "")
@@ -195,9 +200,9 @@ class ClusterHandler(Handler):
             reasons.append(f"{len(runs)} task(s) not started by a service still run in it (flow runs): "
                            f"{task_ids(runs)}; let them finish, or cancel those flow runs in Prefect (or "
                            f"`aws ecs stop-task --cluster {res.name} --task ID`), then re-run")
-        owner = observed.tags.get(OWNER_TAG)
         foreign = [s["serviceName"] for s in absent(res.key, cluster_services, res.name, missing=MISSING) or []
-                   if s.get("status") == "ACTIVE" and tag_dict(s.get("tags"), "key", "value").get(OWNER_TAG) != owner]
+                   if s.get("status") == "ACTIVE" and not same_owner(tag_dict(s.get("tags"), "key", "value"),
+                                                                     observed.tags)]
         if foreign:
             reasons.append(f"service(s) {', '.join(sorted(foreign))} of another owner run in it; a teardown never "
                            f"deletes others' resources: have them deleted or moved first")

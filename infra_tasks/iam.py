@@ -4,8 +4,9 @@ the CircleCI OIDC provider.
 Deleting: a role goes with its attached and inline policies and instance-profile
 memberships. A managed policy (the runtime roles' permissions boundary) and the OIDC
 provider are deleted only when nothing outside this environment uses them; "this
-environment's" is an IAM role carrying the same ownership tag (`managed-by`) as the policy
-or provider itself. Users and groups are never ours (the project creates none).
+environment's" is an IAM role carrying the same ownership and environment tags
+(`managed-by`, `environment`) as the policy or provider itself. Users and groups are never
+ours (the project creates none).
 """
 
 from __future__ import annotations
@@ -57,9 +58,9 @@ def instance_profiles_of(name: str) -> list[str]:
                                                        "InstanceProfiles", RoleName=name)]
 
 
-def role_owner(name: str) -> str | None:
-    """The role's ownership tag value (None: untagged, or the role is gone)."""
-    return tag_dict(role_tags(name)).get(OWNER_TAG)
+def role_owner(name: str) -> tuple[str, str | None] | None:
+    """Whose the role is (see `ownership`; None: untagged, or the role is gone)."""
+    return ownership(tag_dict(role_tags(name)))
 
 
 def policy_users(arn: str) -> list[tuple[str, str, str]]:
@@ -134,10 +135,16 @@ def oidc_provider_for(arns: list[str], host: str) -> str | None:
     return next((a for a in arns if a.endswith(f":oidc-provider/{host}")), None)
 
 
-def foreign_users(users: list[tuple[str, str, str]], owners: dict[str, str | None],
-                  owner: str | None) -> list[str]:
+def ownership(tags: dict[str, str]) -> tuple[str, str | None] | None:
+    """Whose a resource is by its tags: (ownership tag, environment tag); None without an
+    ownership tag."""
+    return (tags[OWNER_TAG], tags.get("environment")) if tags.get(OWNER_TAG) else None
+
+
+def foreign_users(users: list[tuple[str, str, str]], owners: dict[str, Any],
+                  owner: tuple[str, str | None] | None) -> list[str]:
     """Those of a policy's `users` not of this environment (`owners`: role name -> its
-    ownership tag), as "role x (attached)"."""
+    `ownership`), as "role x (attached)"."""
     return [f"{kind} {name} ({'permissions boundary' if usage == 'boundary' else usage})"
             for kind, name, usage in users if kind != "role" or owner is None or owners.get(name) != owner]
 
@@ -284,7 +291,7 @@ class ManagedPolicyHandler(Handler):
         """Who uses the policy, and why that stops a teardown when some are not of this environment."""
         users = absent(res.key, policy_users, observed.outputs["arn"], missing=MISSING) or []
         owners = {name: role_owner(name) for kind, name, _ in users if kind == "role"}
-        foreign = foreign_users(users, owners, observed.tags.get(OWNER_TAG))
+        foreign = foreign_users(users, owners, ownership(observed.tags))
         return users, (f"{res.key} is used by {', '.join(foreign)}, not of this environment; a teardown never "
                        f"changes others' resources: detach it from them (or have their owner do so) and re-run"
                        if foreign else None)
@@ -345,7 +352,7 @@ class OidcProviderHandler(Handler):
     def delete_blocker(self, res: Resource, observed: Observed) -> str | None:
         # One provider per CircleCI org and account: other stacks' roles may trust it even
         # when we created it. Ours (the CI roles) are deleted before it.
-        owner = observed.tags.get(OWNER_TAG)
+        owner = ownership(observed.tags)
         foreign = [r for r in roles_trusting(observed.outputs["arn"]) if owner is None or role_owner(r) != owner]
         if foreign:
             return (f"{res.key} is trusted by role(s) {', '.join(foreign)}, not of this environment: they would lose "

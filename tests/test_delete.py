@@ -434,12 +434,14 @@ def test_policy_used_by_someone_elses_role_user_or_boundary_is_not_deleted(aws_e
     make_role(boto, "analytics-etl", FOREIGN_TAGS)
     iam_.attach_role_policy(RoleName="analytics-etl", PolicyArn=arn)
     make_role(boto, "untagged-by-hand", {}, PermissionsBoundary=arn)
+    make_role(boto, "data-flows-dev-flow-task", {**TAGS, "environment": "dev"}, PermissionsBoundary=arn)
     iam_.create_user(UserName="alice")
     iam_.attach_user_policy(UserName="alice", PolicyArn=arn)
     observed = read(res)
     blocker = handler(res).delete_blocker(res, observed)
     assert blocker == (f"iam.policy/data-flows-main-boundary is used by role analytics-etl (attached), "
-                       f"role untagged-by-hand (permissions boundary), user alice (attached), not of this "
+                       f"role data-flows-dev-flow-task (permissions boundary), role untagged-by-hand (permissions "
+                       f"boundary), user alice (attached), not of this "
                        f"environment; a teardown never changes others' resources: detach it from them (or have "
                        f"their owner do so) and re-run")
     aws.CALLS.reset()
