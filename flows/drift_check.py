@@ -67,6 +67,10 @@ class Report:
     def drifted(self) -> list[Finding]:
         return [f for f in self.findings if f.status is not Status.IN_SYNC]
 
+    @property
+    def unmanaged(self) -> list[Finding]:
+        return [f for f in self.findings if f.status is Status.UNMANAGED]
+
     def rows(self) -> list[dict[str, str]]:
         rows = []
         for f in self.findings:
@@ -128,7 +132,8 @@ def classify(plan: Plan, owned: list[str], unlisted: dict[str, str]) -> Report:
     desired = {c.key for c in plan.changes}
     for key in sorted(set(owned) - desired):
         findings.append(Finding(key, Status.UNMANAGED, "carries our ownership tag but is not in the configuration; "
-                                                      "bootstrap never deletes: remove it by hand if unused"))
+                                                      "bootstrap never deletes: delete it with python -m "
+                                                      f"flows.drift_check --env {plan.environment} --prune"))
     for kind, why in sorted(unlisted.items()):
         findings.append(Finding(f"{kind}/*", Status.NOT_CHECKED, f"could not list for unmanaged resources: {why}"))
     return Report(plan.environment, findings, plan.notes)
@@ -213,10 +218,36 @@ def report_of(state: State) -> Report | None:
     return value if isinstance(value, Report) else None
 
 
+def prune(args: argparse.Namespace) -> int:
+    """Delete what the check found UNMANAGED, as a teardown of only those; then the exit
+    code of a check run afterwards (0: nothing else drifted)."""
+    from flows.teardown import plan_confirm_delete
+
+    args.plan = False
+    args.plan_out = None
+    code = plan_confirm_delete(args, include_prefect=True, unmanaged_only=True)
+    if code != EXIT_OK:
+        return code
+    state = drift_check(env=args.env, config_path=args.config, parallelism=args.parallelism,
+                        overrides=parse_overrides(args.overrides), return_state=True)
+    report = report_of(state)
+    if report is None:
+        return fail("the drift check after pruning produced no report")
+    print(report.text())
+    return EXIT_CHANGES if report.drifted else EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m flows.drift_check", description=__doc__.split("\n\n")[0])
     add_common_args(p)
     p.add_argument("--remediate", action="store_true", help="repair MODIFIED and DELETED resources")
+    p.add_argument("--prune", action="store_true",
+                   help="after the check, delete the UNMANAGED resources (ours, no longer configured): plan, "
+                        "confirmation and protection as python -m flows.teardown; data kept unless --delete-data")
+    p.add_argument("--delete-data", action="store_true",
+                   help="with --prune: also delete UNMANAGED buckets (every version), log groups and the like")
+    p.add_argument("--yes", action="store_true",
+                   help="with --prune: delete without typing the environment's name (refused when protected)")
     return p
 
 
@@ -226,11 +257,18 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load(args)
     except ConfigError as exc:
         return fail(str(exc))
+    if (args.delete_data or args.yes) and not args.prune:
+        return fail("--delete-data and --yes go with --prune")
     try:
         with aws_target(args, cfg), prefect_target():
             state = drift_check(env=args.env, remediate=args.remediate, config_path=args.config,
                                 parallelism=args.parallelism, overrides=parse_overrides(args.overrides),
                                 return_state=True)
+            report = report_of(state)
+            if args.prune and report is not None and report.unmanaged:
+                print(report.text())
+                print("\nPruning the UNMANAGED resources:")
+                return prune(args)
     except Interrupted as exc:
         print(exc.report(), file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -241,7 +279,6 @@ def main(argv: list[str] | None = None) -> int:
         return fail(str(exc))
     finally:
         interrupt.clear()
-    report = report_of(state)
     if report is None:
         try:
             state.result()

@@ -109,13 +109,15 @@ def delete_lock(cfg: InfraConfig, env: str) -> bool:
 @flow(name="infra-teardown", task_runner=ThreadPoolTaskRunner(max_workers=8), validate_parameters=True)
 def teardown_infra(env: str, config_path: str | None = None, overrides: dict[str, Any] | None = None,
                    delete_data: bool = False, parallelism: int = 8, expected_digest: str | None = None,
-                   include_prefect: bool = True) -> dict[str, Any] | State:
+                   include_prefect: bool = True, unmanaged_only: bool = False) -> dict[str, Any] | State:
     """Under the environment's lock: a fresh teardown plan, checked against the one
     confirmed, deletions as tasks, then the lock itself, then a verify that nothing this
-    teardown deletes is left. An expected failure ends Failed with its message, a stop
-    Cancelled with what was done."""
+    teardown deletes is left. `unmanaged_only`: the drift check's prune (what carries our
+    tag but is no longer configured; the lock stays). An expected failure ends Failed with
+    its message, a stop Cancelled with what was done."""
     try:
-        return _teardown(env, config_path, overrides, delete_data, parallelism, expected_digest, include_prefect)
+        return _teardown(env, config_path, overrides, delete_data, parallelism, expected_digest, include_prefect,
+                         unmanaged_only)
     except Interrupted as exc:
         return Cancelled(message=exc.report())
     except InfraError as exc:
@@ -123,16 +125,17 @@ def teardown_infra(env: str, config_path: str | None = None, overrides: dict[str
 
 
 def _teardown(env: str, config_path: str | None, overrides: dict[str, Any] | None, delete_data: bool,
-              parallelism: int, expected_digest: str | None, include_prefect: bool) -> dict[str, Any]:
+              parallelism: int, expected_digest: str | None, include_prefect: bool,
+              unmanaged_only: bool) -> dict[str, Any]:
     log = get_run_logger()
     cfg, _ = effective_config(config_path, env, overrides, use_prefect=include_prefect)
     facts = gather_facts(cfg, env)
 
     def fresh() -> Plan:
         return teardown.plan(cfg, env, facts, delete_data=delete_data, include_prefect=include_prefect,
-                             parallelism=parallelism)
+                             parallelism=parallelism, unmanaged_only=unmanaged_only)
 
-    with _held(cfg, env, include_prefect):
+    with _held(cfg, env, include_prefect, "prune" if unmanaged_only else "teardown"):
         plan = fresh()
         if expected_digest and plan.digest() != expected_digest:
             raise PlanChanged("what this teardown would delete changed between the plan you confirmed and now; "
@@ -142,7 +145,7 @@ def _teardown(env: str, config_path: str | None, overrides: dict[str, Any] | Non
             raise InfraError("nothing was deleted, because:\n  " + "\n  ".join(problems))
         log.info("deleting %d resources of %s (account %s)", len(plan.pending), env, facts.account_id)
         deleted = delete_plan(plan)
-    if include_prefect and delete_lock(cfg, env):
+    if include_prefect and not unmanaged_only and delete_lock(cfg, env):
         deleted.append(f"{teardown.LOCK_KIND}/{lock_name(cfg.prefix, env)}")
     left = [c.key for c in fresh().pending]
     if left:
@@ -152,11 +155,11 @@ def _teardown(env: str, config_path: str | None, overrides: dict[str, Any] | Non
 
 
 @contextlib.contextmanager
-def _held(cfg: InfraConfig, env: str, include_prefect: bool) -> Iterator[None]:
+def _held(cfg: InfraConfig, env: str, include_prefect: bool, what: str) -> Iterator[None]:
     if not include_prefect:
         yield
         return
-    with lock.held(cfg, env, command=f"teardown of {env}"):
+    with lock.held(cfg, env, command=f"{what} of {env}"):
         yield
 
 
@@ -248,12 +251,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    include_prefect = not args.no_prefect
+    return plan_confirm_delete(args, include_prefect=not args.no_prefect, unmanaged_only=False)
+
+
+def plan_confirm_delete(args: argparse.Namespace, include_prefect: bool, unmanaged_only: bool) -> int:
+    """Plan, show, confirm (with the environment's protection) and delete; shared by the
+    teardown and the drift check's `--prune`. `args`: env, config, overrides, delete_data,
+    yes, plan, plan_out, parallelism."""
     overrides = parse_overrides(args.overrides)
     cfg, _ = effective_config(args.config, args.env, overrides, include_prefect)
     facts = gather_facts(cfg, args.env)
     plan = teardown.plan(cfg, args.env, facts, delete_data=args.delete_data, include_prefect=include_prefect,
-                         parallelism=args.parallelism)
+                         parallelism=args.parallelism, unmanaged_only=unmanaged_only)
     print(render(plan))
     if args.plan_out:
         write_json(plan, args.plan_out)
@@ -268,9 +277,10 @@ def _run(args: argparse.Namespace) -> int:
         print("Cancelled; nothing was deleted.", file=sys.stderr)
         return EXIT_ERROR
     result = run_teardown({"env": args.env, "config_path": args.config, "overrides": overrides,
-                           "delete_data": args.delete_data, "include_prefect": include_prefect}, plan,
-                          args.parallelism)
-    print(f"Deleted {len(result['deleted'])} resources; verified: nothing this teardown deletes is left.")
+                           "delete_data": args.delete_data, "include_prefect": include_prefect,
+                           "unmanaged_only": unmanaged_only}, plan, args.parallelism)
+    print(f"Deleted {len(result['deleted'])} resources; verified: nothing this "
+          f"{'prune' if unmanaged_only else 'teardown'} deletes is left.")
     if result["kept"]:
         print(f"Kept {len(result['kept'])}: " + ", ".join(result["kept"]))
     return EXIT_OK

@@ -86,7 +86,8 @@ def task_families(prefix: str, owner: str, env: str) -> list[Resource]:
     out = []
     for family in paginate(ecs, "list_task_definition_families", "families", familyPrefix=prefix, status="ACTIVE"):
         got = ecs_taskdef.describe_task_definition(family)
-        if got and _ours(tag_dict(got.get("tags"), "key", "value"), owner, env):
+        # Only a family with an ACTIVE revision is there (deregistered revisions linger).
+        if got and (got.get("taskDefinition") or {}).get("status") == "ACTIVE" and _ours(tag_dict(got.get("tags"), "key", "value"), owner, env):
             out.append(_found("ecs.task_definition", family))
     return out
 

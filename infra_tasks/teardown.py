@@ -58,16 +58,26 @@ class Teardown:
     delete_data: bool = False
 
 
-def resources(cfg: InfraConfig, env: str, facts: Facts, include_prefect: bool) -> list[Resource]:
-    """Everything bootstrap manages in `env` (with the deployments registered on its pools),
-    the lock's variables, and what discovery finds carrying this environment's tag."""
+def resources(cfg: InfraConfig, env: str, facts: Facts, include_prefect: bool,
+              unmanaged_only: bool = False) -> list[Resource]:
+    """Everything bootstrap manages in `env` (with the deployments registered on its pools
+    and the approved-settings variable), and what discovery finds carrying this
+    environment's tag. `unmanaged_only` (the drift check's prune): only what discovery
+    finds that the configuration no longer wants."""
     out = engine.all_resources(cfg, env, facts, include_prefect)
+    if unmanaged_only:
+        desired = {r.key for r in out}
+        return [r for r in _found(cfg, env) if r.key not in desired]
     if include_prefect:
         out = [_readable(r) for r in out]
         for pool in [r.name for r in out if r.kind == "prefect.work_pool"]:
             out += [Resource("prefect.deployment", name, {}, deps=(f"prefect.work_pool/{pool}",))
                     for name, tags in prefect_objects.deployments_on_pool(pool) if prefect_objects.ours(tags)]
         out.append(Resource("prefect.variable", variable_name(cfg.prefix, env), {}, ident={"data": True}))
+    return list({r.key: r for r in [*out, *_found(cfg, env)]}.values())
+
+
+def _found(cfg: InfraConfig, env: str) -> list[Resource]:
     found, failed = discovery.owned_resources(cfg, env, owner_value(cfg))
     if failed:
         from .aws import InfraError
@@ -75,7 +85,7 @@ def resources(cfg: InfraConfig, env: str, facts: Facts, include_prefect: bool) -
         raise InfraError("teardown: could not list every resource carrying this environment's tag, so it would "
                          "leave some behind:\n  " + "\n  ".join(f"{k}: {why}" for k, why in failed.items())
                          + "\n  Nothing was deleted; fix the access and run again.")
-    return list({r.key: r for r in [*out, *found]}.values())
+    return found
 
 
 def _readable(res: Resource) -> Resource:
@@ -118,6 +128,10 @@ def decide(res: Resource, observed: Observed | None, blocker: str | None, how: T
     """The teardown's change for one resource (pure); None when there is nothing there."""
     if observed is None:
         return None
+    if observed.outputs.get("scheduled_for_deletion"):
+        # An earlier teardown scheduled it (a secret's recovery window): AWS finishes it.
+        return Change(res, Action.KEEP, f"scheduled for deletion by an earlier teardown "
+                      f"({observed.outputs['scheduled_for_deletion']}); recoverable until then", observed=observed)
     handler = engine.HANDLERS[res.kind]
     if handler.taggable and handler.ownership_checked:
         whose = owned(observed, how)
@@ -156,11 +170,11 @@ def order(resources: list[Resource]) -> dict[str, tuple[str, ...]]:
 
 
 def plan(cfg: InfraConfig, env: str, facts: Facts, *, delete_data: bool = False, include_prefect: bool = True,
-         parallelism: int = 8) -> Plan:
+         parallelism: int = 8, unmanaged_only: bool = False) -> Plan:
     """The teardown plan: a DELETE or KEEP change per existing resource, in deletion order.
     The lock is not in it (it is held while deleting; flows/teardown.py deletes it last)."""
     how = Teardown(owner_value(cfg), env, delete_data)
-    res = resources(cfg, env, facts, include_prefect)
+    res = resources(cfg, env, facts, include_prefect, unmanaged_only)
     observed, blockers = read(res, parallelism)
     changes: list[Change] = []
     foreign: set[str] = set()
@@ -173,10 +187,12 @@ def plan(cfg: InfraConfig, env: str, facts: Facts, *, delete_data: bool = False,
         changes.append(change)
     after = order([c.resource for c in changes if c.action is Action.DELETE])
     changes.sort(key=lambda c: (c.action is Action.KEEP, len(after.get(c.key, ())), c.key))
-    notes = [f"teardown: deletes what carries {OWNER_TAG}={how.owner} and environment={env}"
+    notes = [(f"prune: deletes what carries {OWNER_TAG}={how.owner} and environment={env} but is no longer in the "
+              f"configuration (UNMANAGED)" if unmanaged_only else
+              f"teardown: deletes what carries {OWNER_TAG}={how.owner} and environment={env}")
              + ("" if delete_data else "; data is kept (--delete-data to delete it)")]
     p = Plan(env, facts.account_id, facts.region, changes, notes=notes)
-    if include_prefect and any(c.action is Action.DELETE for c in changes):
+    if include_prefect and not unmanaged_only and any(c.action is Action.DELETE for c in changes):
         p.notes.append(f"the lock {LOCK_KIND}/{lock_name(cfg.prefix, env)} is held while deleting and deleted last")
     return p
 

@@ -117,8 +117,12 @@ def aws_inventory(boto: Callable[[str], Any]) -> dict[str, Any]:
         fam = arn.rsplit("/", 1)[1].rsplit(":", 1)[0]
         families[fam] = families.get(fam, 0) + 1
     inv["task_definition_revisions"] = families
-    inv["services"] = {c.rsplit("/", 1)[1]: sorted(s.rsplit("/", 1)[1] for s in ecs.list_services(cluster=c)["serviceArns"])
-                       for c in ecs.list_clusters()["clusterArns"]}
+    # ACTIVE ones only: the emulator keeps listing deleted (INACTIVE) clusters and services.
+    clusters = [c["clusterArn"] for c in ecs.describe_clusters(clusters=ecs.list_clusters()["clusterArns"])["clusters"]
+                if c["status"] == "ACTIVE"] if ecs.list_clusters()["clusterArns"] else []
+    inv["services"] = {c.rsplit("/", 1)[1]: sorted(
+        s["serviceName"] for s in (ecs.describe_services(cluster=c, services=arns)["services"] if arns else [])
+        if s["status"] == "ACTIVE") for c in clusters for arns in [ecs.list_services(cluster=c)["serviceArns"]]}
     scaling = boto("application-autoscaling")
     inv["scalable_targets"] = sorted(t["ResourceId"] for t in
                                      scaling.describe_scalable_targets(ServiceNamespace="ecs")["ScalableTargets"])
