@@ -74,6 +74,26 @@ def prefect_client_retries_soon() -> Iterator[None]:
     client_base.clamped_poisson_interval = original
 
 
+@pytest.fixture(scope="session", autouse=True)
+def botocore_models_parsed_once() -> Iterator[None]:
+    """Each emulator reset resets our clients, and each new botocore session parses
+    botocore's JSON service models again (about 0.1 s a service). Parsed once per process
+    here instead (botocore only reads them); a test-harness speed-up only."""
+    from botocore.loaders import JSONFileLoader
+
+    original = JSONFileLoader.load_file
+    parsed: dict[str, Any] = {}
+
+    def load_file(self: Any, file_path: str) -> Any:
+        if file_path not in parsed:
+            parsed[file_path] = original(self, file_path)
+        return parsed[file_path]
+
+    JSONFileLoader.load_file = load_file
+    yield
+    JSONFileLoader.load_file = original
+
+
 @pytest.fixture(scope="session")
 def moto_url() -> Iterator[str]:
     with emulator.moto_server() as url:

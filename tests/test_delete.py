@@ -63,25 +63,6 @@ def aws_tags(tags: dict[str, str]) -> list[dict[str, str]]:
     return [{"Key": k, "Value": v} for k, v in tags.items()]
 
 
-_PARSED: dict[str, Any] = {}
-
-
-@pytest.fixture(autouse=True)
-def botocore_models_parsed_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each test starts new botocore sessions (the clients are reset with the emulator),
-    and each session parses botocore's JSON models again, about 0.1 s a service: most of
-    this file's time. Parsed once per process here instead; speed only."""
-    from botocore.loaders import JSONFileLoader
-
-    original = JSONFileLoader.load_file
-
-    def load_file(self: Any, file_path: str) -> Any:
-        if file_path not in _PARSED:
-            _PARSED[file_path] = original(self, file_path)
-        return _PARSED[file_path]
-    monkeypatch.setattr(JSONFileLoader, "load_file", load_file)
-
-
 @pytest.fixture
 def boto(boto: Callable[[str], Any]) -> Callable[[str], Any]:
     """conftest's raw clients, one per service (making a client costs more than most calls)."""
