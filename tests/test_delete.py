@@ -420,7 +420,7 @@ def test_policy_used_by_someone_elses_role_user_or_boundary_is_not_deleted(aws_e
     iam_.attach_user_policy(UserName="alice", PolicyArn=arn)
     observed = read(res)
     blocker = handler(res).delete_blocker(res, observed)
-    assert blocker == (f"iam.policy/data-flows-main-boundary is used by role analytics-etl (attached), "
+    assert blocker == ("iam.policy/data-flows-main-boundary is used by role analytics-etl (attached), "
                        f"role data-flows-dev-flow-task (permissions boundary), role untagged-by-hand (permissions "
                        f"boundary), user alice (attached), not of this "
                        f"environment; a teardown never changes others' resources: detach it from them (or have "

@@ -86,7 +86,7 @@ def test_dev_teardown_keeps_data_and_others_and_bootstrap_rebuilds(dev_account, 
     plan_lines = out.split("\nkept:\n")[0]
     kept_lines = out.split("\nkept:\n")[1]
     for key in (f"ecs.service/{P}-dev-agent", f"iam.role/{P}-dev-agent-task", f"prefect.work_pool/{P}-dev",
-                f"prefect.deployment/drift-check/", f"prefect.concurrency_limit/{P}-dev-infra-mutations"):
+                "prefect.deployment/drift-check/", f"prefect.concurrency_limit/{P}-dev-infra-mutations"):
         assert f"delete    {key}" in plan_lines, key
     for key in (f"s3.bucket/{P}-dev-flows-{DEV_ACCOUNT}", "ecr.repository/data-flows", f"logs.group//ecs/{P}-dev/agent"):
         assert key in kept_lines and "holds data" in kept_lines.split(key)[1].split("\n")[0], key
