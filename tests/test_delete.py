@@ -421,10 +421,10 @@ def test_policy_used_by_someone_elses_role_user_or_boundary_is_not_deleted(aws_e
     observed = read(res)
     blocker = handler(res).delete_blocker(res, observed)
     assert blocker == ("iam.policy/data-flows-main-boundary is used by role analytics-etl (attached), "
-                       f"role data-flows-dev-flow-task (permissions boundary), role untagged-by-hand (permissions "
-                       f"boundary), user alice (attached), not of this "
-                       f"environment; a teardown never changes others' resources: detach it from them (or have "
-                       f"their owner do so) and re-run")
+                       "role data-flows-dev-flow-task (permissions boundary), role untagged-by-hand (permissions "
+                       "boundary), user alice (attached), not of this "
+                       "environment; a teardown never changes others' resources: detach it from them (or have "
+                       "their owner do so) and re-run")
     aws.CALLS.reset()
     with pytest.raises(InfraError, match="analytics-etl"):
         handler(res).delete(res, observed)
