@@ -226,6 +226,9 @@ S3_BUCKET_ACTIONS = {
     "PutBucketLifecycleConfiguration": "s3:PutLifecycleConfiguration",
     "GetBucketTagging": "s3:GetBucketTagging", "PutBucketTagging": "s3:PutBucketTagging",
     "ListObjectsV2": "s3:ListBucket", "ListObjects": "s3:ListBucket",
+    # A teardown's (with --delete-data).
+    "DeleteBucket": "s3:DeleteBucket", "ListObjectVersions": "s3:ListBucketVersions",
+    "ListMultipartUploads": "s3:ListBucketMultipartUploads",
 }
 # Multipart uploads are authorized as s3:PutObject; HeadObject as s3:GetObject.
 S3_OBJECT_ACTIONS = {
@@ -252,6 +255,17 @@ def _s3_bucket(b: _Builder) -> None:
     if b.op == "CreateBucket" and (b.p.get("CreateBucketConfiguration") or {}).get("Tags"):
         # Tags given at create are authorized as s3:TagResource as well.
         b.add("s3:TagResource", _bucket(b, b.p["Bucket"]), new=True)
+
+
+@_on("s3", "DeleteObjects")
+def _s3_delete_objects(b: _Builder) -> None:
+    # Authorized per object, as DeleteObject(Version) would be.
+    for o in b.p["Delete"]["Objects"]:
+        obj = f"{_bucket(b, b.p['Bucket'])}/{o['Key']}"
+        if o.get("VersionId"):
+            b.add("s3:DeleteObjectVersion", obj, {"s3:versionid": o["VersionId"]})
+        else:
+            b.add("s3:DeleteObject", obj)
 
 
 @_on("s3", *S3_OBJECT_ACTIONS)
@@ -336,6 +350,17 @@ def _sg_rules(b: _Builder) -> None:
                         **{"ec2:Region": b.ctx.region, "ec2:CreateAction": b.op})
 
 
+@_on("ec2", "DeleteSecurityGroup")
+def _delete_sg(b: _Builder) -> None:
+    arn, context = _ec2(b, b.p["GroupId"])
+    b.add("ec2:DeleteSecurityGroup", arn, context)
+
+
+@_on("ec2", "DescribeNetworkInterfaces")
+def _describe_enis(b: _Builder) -> None:
+    b.add("ec2:DescribeNetworkInterfaces", "*")  # no resource-level permissions
+
+
 @_on("ec2", "CreateTags")
 def _ec2_tags(b: _Builder) -> None:
     for rid in b.p["Resources"]:
@@ -400,6 +425,23 @@ def _create_cluster(b: _Builder) -> None:
 @_on("ecs", "UpdateCluster", "UpdateClusterSettings", "PutClusterCapacityProviders")
 def _cluster_write(b: _Builder) -> None:
     b.add(f"ecs:{b.op}", _cluster(b, b.p["cluster"]))
+
+
+@_on("ecs", "DeleteCluster")
+def _delete_cluster(b: _Builder) -> None:
+    b.add("ecs:DeleteCluster", _cluster(b, b.p["cluster"]))
+
+
+@_on("ecs", "DeleteService")
+def _delete_service(b: _Builder) -> None:
+    cluster = _cluster(b, b.p.get("cluster"))
+    b.add("ecs:DeleteService", _service(b, cluster, b.p["service"]), {"ecs:cluster": cluster})
+
+
+@_on("ecs", "ListTasks")
+def _list_tasks(b: _Builder) -> None:
+    # Authorized on container instances ("*" for Fargate), conditioned on the cluster.
+    b.add("ecs:ListTasks", "*", {"ecs:cluster": _cluster(b, b.p.get("cluster"))})
 
 
 @_on("ecs", "DescribeClusters")
@@ -500,7 +542,7 @@ _unscoped("ecs", {"ListServices": "ecs:ListServices"}, lambda b: {"ecs:cluster":
 ECR_REPOSITORY_OPS = ("DescribeRepositories", "GetLifecyclePolicy", "PutLifecyclePolicy", "ListTagsForResource",
                       "TagResource", "PutImageScanningConfiguration", "PutImageTagMutability", "DescribeImages",
                       "BatchCheckLayerAvailability", "InitiateLayerUpload", "UploadLayerPart",
-                      "CompleteLayerUpload", "PutImage", "BatchGetImage", "GetDownloadUrlForLayer")
+                      "CompleteLayerUpload", "PutImage", "BatchGetImage", "GetDownloadUrlForLayer", "DeleteRepository")
 
 
 def _repository(b: _Builder, name: str) -> str:
@@ -557,7 +599,7 @@ def _create_log_group(b: _Builder) -> None:
         b.tag_on_create("logs:TagResource", _log_group(b, name), tags)
 
 
-@_on("logs", "PutRetentionPolicy", "DescribeLogStreams")
+@_on("logs", "PutRetentionPolicy", "DescribeLogStreams", "DeleteLogGroup")
 def _log_group_ops(b: _Builder) -> None:
     name = _group_name(b)
     b.add(f"logs:{b.op}", _log_group_as_authorized(b, name), tags_arn=_log_group(b, name))
@@ -588,7 +630,7 @@ def _queue(b: _Builder, url: str) -> str:
 
 
 @_on("sqs", "GetQueueAttributes", "SetQueueAttributes", "ListQueueTags", "TagQueue", "ReceiveMessage",
-     "DeleteMessage", "ChangeMessageVisibility", "SendMessage")
+     "DeleteMessage", "ChangeMessageVisibility", "SendMessage", "DeleteQueue")
 def _queue_ops(b: _Builder) -> None:
     b.add(f"sqs:{b.op}", _queue(b, b.p["QueueUrl"]), request_tags(tag_map(b.p.get("Tags"))))
 
@@ -618,7 +660,7 @@ def _rule(b: _Builder, name: str) -> str:
     return b.arn("events", f"rule/{name}" if bus == "default" else f"rule/{bus}/{name}")
 
 
-@_on("events", "DescribeRule", "ListTargetsByRule", "PutTargets", "RemoveTargets")
+@_on("events", "DescribeRule", "ListTargetsByRule", "PutTargets", "RemoveTargets", "DeleteRule")
 def _rule_ops(b: _Builder) -> None:
     context: dict[str, Any] = {}
     if b.op == "PutTargets":
@@ -666,7 +708,8 @@ def _secret(b: _Builder, secret_id: str) -> tuple[str, dict[str, Any]]:
     return b.lookup("secret-arn", secret_id) or b.arn("secretsmanager", f"secret:{secret_id}-??????"), {}
 
 
-@_on("secretsmanager", "DescribeSecret", "GetSecretValue", "PutSecretValue", "UpdateSecret", "TagResource")
+@_on("secretsmanager", "DescribeSecret", "GetSecretValue", "PutSecretValue", "UpdateSecret", "TagResource",
+     "DeleteSecret", "RestoreSecret")
 def _secret_ops(b: _Builder) -> None:
     arn, context = _secret(b, b.p["SecretId"])
     context["secretsmanager:SecretId"] = arn
@@ -692,12 +735,13 @@ def _create_secret(b: _Builder) -> None:
 
 IAM_ROLE_OPS = ("GetRole", "ListRolePolicies", "GetRolePolicy", "ListAttachedRolePolicies", "ListRoleTags",
                 "UpdateAssumeRolePolicy", "UpdateRole", "TagRole", "PutRolePolicy", "DeleteRolePolicy",
-                "AttachRolePolicy", "DetachRolePolicy", "PutRolePermissionsBoundary")
+                "AttachRolePolicy", "DetachRolePolicy", "PutRolePermissionsBoundary", "DeleteRole")
 # Actions on which IAM supplies the role's *current* permissions boundary.
 IAM_BOUNDARY_CHECKED = {"PutRolePolicy", "DeleteRolePolicy", "AttachRolePolicy", "DetachRolePolicy"}
 IAM_POLICY_OPS = ("GetPolicy", "GetPolicyVersion", "ListPolicyVersions", "ListPolicyTags", "CreatePolicyVersion",
-                  "DeletePolicyVersion", "TagPolicy")
-IAM_OIDC_OPS = ("GetOpenIDConnectProvider", "AddClientIDToOpenIDConnectProvider", "TagOpenIDConnectProvider")
+                  "DeletePolicyVersion", "TagPolicy", "DeletePolicy", "ListEntitiesForPolicy")
+IAM_OIDC_OPS = ("GetOpenIDConnectProvider", "AddClientIDToOpenIDConnectProvider", "TagOpenIDConnectProvider",
+                "DeleteOpenIDConnectProvider")
 
 
 def _role(b: _Builder, name: str) -> str:
@@ -715,6 +759,12 @@ def _role_ops(b: _Builder) -> None:
     if b.p.get("PolicyArn"):
         context["iam:PolicyARN"] = b.p["PolicyArn"]
     b.add(f"iam:{b.op}", arn, context)
+
+
+@_on("iam", "RemoveRoleFromInstanceProfile")
+def _remove_from_profile(b: _Builder) -> None:
+    b.add("iam:RemoveRoleFromInstanceProfile",
+          b.arn("iam", f"instance-profile/{b.p['InstanceProfileName']}", regional=False))
 
 
 @_on("iam", "CreateRole")
@@ -790,6 +840,12 @@ def _register_target(b: _Builder) -> None:
     _scaled_ecs_service(b)
     b.service_linked_role("ecs.application-autoscaling.amazonaws.com",
                           "AWSServiceRoleForApplicationAutoScaling_ECSService")
+
+
+@_on("application-autoscaling", "DeleteScalingPolicy", "DeregisterScalableTarget")
+def _delete_scaling(b: _Builder) -> None:
+    arn, context = _scalable_target(b)
+    b.add(f"application-autoscaling:{b.op}", arn, context)
 
 
 @_on("application-autoscaling", "PutScalingPolicy")

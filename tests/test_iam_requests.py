@@ -289,8 +289,8 @@ def test_image_push() -> None:
 
 
 def test_unknown_operation_fails_loudly() -> None:
-    with pytest.raises(KeyError, match="ecs:DeleteCluster"):
-        requests_for(c("ecs", "DeleteCluster", cluster="c"), CTX)
+    with pytest.raises(KeyError, match="ecs:DeleteCapacityProvider"):
+        requests_for(c("ecs", "DeleteCapacityProvider", capacityProvider="c"), CTX)
     with pytest.raises(KeyError, match="application-autoscaling:RegisterScalableTarget.*'dynamodb'"):
         requests_for(c("application-autoscaling", "RegisterScalableTarget", ServiceNamespace="dynamodb",
                        ResourceId="table/t", ScalableDimension="dynamodb:table:ReadCapacityUnits"), CTX)
