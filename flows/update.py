@@ -271,6 +271,8 @@ def infra_update(request: UpdateRequest, config_path: str = "", approval_timeout
     answer = _wait_for_approval(Approval.with_initial_data(description=description), instruction, approval_timeout)
     if answer is None:
         return _outcome(_unanswered(approval_timeout))
+    if answer is CANCELLED_WHILE_PAUSED:
+        return _outcome(Cancelled(message="cancelled while waiting for approval; nothing was changed"))
     if answer.decision != "approve":
         log.info("rejected: %s", answer.comment)
         return _outcome(Cancelled(message="rejected, nothing was changed"
@@ -296,11 +298,16 @@ def paused_message(changes: int, artifact: str, minutes: int) -> str:
             f"Without an answer within {minutes} min the run is cancelled and nothing changes.")
 
 
-def _wait_for_approval(form: type[Approval], message: str, timeout: int, poll: float = 3) -> Approval | None:
+# The run was cancelled (the UI's Cancel) while it waited: stop waiting at once.
+CANCELLED_WHILE_PAUSED: Any = object()
+
+
+def _wait_for_approval(form: type[Approval], message: str, timeout: int, poll: float = 3) -> Any:
     """`pause_flow_run(wait_for_input=form, timeout=timeout)`, with `message` on the Paused
     state, which the run's page shows (pause_flow_run sets no message). The same steps as
     Prefect's: propose Paused with the input's keyset, save the form (the UI's Resume
-    dialog), poll until someone resumes the run with an answer. None: no answer in time."""
+    dialog), poll until someone resumes the run with an answer. None: no answer in time;
+    CANCELLED_WHILE_PAUSED: someone cancelled the run meanwhile."""
     from prefect.client.orchestration import get_client
     from prefect.utilities.engine import propose_state_sync
 
@@ -323,6 +330,8 @@ def _wait_for_approval(form: type[Approval], message: str, timeout: int, poll: f
             current = c.read_flow_run(run_id).state
             if current is not None and current.is_running():
                 return form.load(keyset)
+            if current is not None and (current.is_final() or current.is_cancelling()):
+                return CANCELLED_WHILE_PAUSED
             if time.monotonic() >= deadline:
                 return None
 

@@ -234,6 +234,27 @@ def test_update_rejected_ends_cancelled_without_traceback(shared) -> None:
     assert svc["desiredCount"] == 2
 
 
+def test_update_cancelled_while_paused_stops_waiting_and_changes_nothing(shared) -> None:
+    """The UI's Cancel on the paused run: the wait ends at once, not at the approval timeout."""
+    import time
+
+    from prefect.states import Cancelling
+
+    th, box = start_from_deployment(f"infra-update/{P}-production-infra-update",
+                                    {"request": {"environment": "production", "agent_max_count": 3}})
+    run = wait_paused()
+    aws.CALLS.reset()
+    with client() as c:
+        c.set_flow_run_state(run.id, Cancelling(message="cancelled in test"), force=True)
+    started = time.monotonic()
+    th.join(60)
+    assert not th.is_alive() and time.monotonic() - started < 30  # the approval timeout is 60 min
+    assert box["state"].is_cancelled(), box["state"]
+    assert box["state"].message == "cancelled while waiting for approval; nothing was changed"
+    assert aws.CALLS.mutating() == []
+    _no_traceback(run.id)
+
+
 def test_update_without_approval_ends_cancelled_and_changes_nothing(shared) -> None:
     from flows.update import UpdateRequest, infra_update
 
