@@ -307,6 +307,42 @@ def retry_iam_propagation(fn: Callable[[], T], *, action: str, resource: str,
             time.sleep(min(sleep * (1.5 ** (attempt - 1)), 10.0))
 
 
+def attempt(fn: Callable[..., T], /, *args: Any, busy: tuple[str, ...], missing: Missing | None = None,
+            **kwargs: Any) -> T | bool | None:
+    """One try of a call AWS refuses while something still uses or drains the resource:
+    its answer; True when `missing` says the resource is already gone; None while AWS
+    answers one of the `busy` codes. Any other error is raised as it is."""
+    try:
+        return fn(*args, **kwargs)
+    except ClientError as exc:
+        if missing is not None and missing(exc):
+            return True
+        if error_code(exc) in busy:
+            return None
+        raise
+
+
+def until(check: Callable[[], T | None], *, timeout: float, interval: float, waiting: Callable[[], str],
+          gave_up: Callable[[], str]) -> T:
+    """Call `check` until it returns something other than None, for at most `timeout`
+    seconds, `interval` apart, saying `waiting()` on the progress display meanwhile; then
+    an InfraError with `gave_up()` (which names the resource, what it waited for and the
+    next step). Every wait of a teardown goes through here, so none is unbounded."""
+    from . import progress
+
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got is not None:
+            return got
+        if time.monotonic() + interval > deadline:
+            raise InfraError(gave_up())
+        reporter = progress.current()
+        if reporter:
+            reporter.waiting(waiting())
+        time.sleep(interval)
+
+
 def paginate(c: Any, operation: str, key: str, **kwargs: Any) -> Iterator[Any]:
     for page in c.get_paginator(operation).paginate(**kwargs):
         yield from page.get(key, [])
@@ -314,6 +350,6 @@ def paginate(c: Any, operation: str, key: str, **kwargs: Any) -> Iterator[Any]:
 
 __all__ = [
     "CALLS", "BotoCoreError", "ClientError", "InfraError", "Missing", "absent", "add_handler", "client", "error_code",
-    "is_mutating", "not_found", "paginate", "remove_handler", "reset_clients", "retry_iam_propagation",
-    "translate",
+    "attempt", "is_mutating", "not_found", "paginate", "remove_handler", "reset_clients", "retry_iam_propagation",
+    "translate", "until",
 ]

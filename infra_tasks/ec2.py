@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
 
-from . import progress
-from .aws import ClientError, InfraError, Missing, absent, client, error_code, paginate, translate
+from .aws import InfraError, Missing, absent, attempt, client, paginate, until
 from .config import Network
 from .handler import Handler, call, changed, tag_dict, tag_list
 from .model import Diff, Observed, Resource
@@ -195,25 +193,16 @@ class SecurityGroupHandler(Handler):
 
     def delete(self, res: Resource, observed: Observed) -> None:
         gid = observed.outputs["id"]
-        deadline = time.monotonic() + SG_DELETE_TIMEOUT
-        while True:
-            try:
-                client("ec2").delete_security_group(GroupId=gid)
-                return
-            except ClientError as exc:
-                if MISSING(exc):
-                    return
-                if error_code(exc) != "DependencyViolation":
-                    raise translate(exc, "DeleteSecurityGroup", res.key) from None
-            if time.monotonic() + SG_DELETE_INTERVAL > deadline:
-                users = "; ".join(security_group_users(gid)) or "nothing AWS lists (yet)"
-                raise InfraError(
-                    f"DeleteSecurityGroup failed for {res.key} ({gid}): still in use after "
-                    f"{SG_DELETE_TIMEOUT:.0f}s by {users}\n  next step: network interfaces of stopped ECS tasks are "
-                    f"released within minutes: re-run the teardown later; or stop what else uses the group (remove "
-                    f"the rules that refer to it)")
-            reporter = progress.current()
-            if reporter:
-                reporter.waiting(f"{res.key}: still in use (network interfaces of stopped tasks are released late); "
-                                 f"retrying for up to {SG_DELETE_TIMEOUT:.0f}s")
-            time.sleep(SG_DELETE_INTERVAL)
+
+        def gave_up() -> str:
+            users = "; ".join(security_group_users(gid)) or "nothing AWS lists (yet)"
+            return (f"DeleteSecurityGroup failed for {res.key} ({gid}): still in use after {SG_DELETE_TIMEOUT:.0f}s "
+                    f"by {users}\n  next step: network interfaces of stopped ECS tasks are released within minutes: "
+                    f"re-run the teardown later; or stop what else uses the group (remove the rules that refer to it)")
+
+        call("DeleteSecurityGroup", res.key, until,
+             lambda: attempt(client("ec2").delete_security_group, GroupId=gid, busy=("DependencyViolation",),
+                             missing=MISSING),
+             timeout=SG_DELETE_TIMEOUT, interval=SG_DELETE_INTERVAL, gave_up=gave_up,
+             waiting=lambda: f"{res.key}: still in use (network interfaces of stopped tasks are released late); "
+                             f"retrying for up to {SG_DELETE_TIMEOUT:.0f}s")

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-from . import progress
-from .aws import (ClientError, InfraError, Missing, absent, client, error_code, paginate, retry_iam_propagation,
-                  translate)
+from .aws import Missing, absent, attempt, client, paginate, retry_iam_propagation, until
 from .handler import Handler, call, changed, tag_dict, tag_list
 from .model import OWNER_TAG, Diff, Observed, Resource, Within
 
@@ -209,27 +206,14 @@ class ClusterHandler(Handler):
         return f"{res.key}: " + "; ".join(reasons) if reasons else None
 
     def delete(self, res: Resource, observed: Observed) -> None:
-        deadline = time.monotonic() + CLUSTER_DELETE_TIMEOUT
-        while True:
-            try:
-                client("ecs").delete_cluster(cluster=res.name)
-                return
-            except ClientError as exc:
-                if MISSING(exc):
-                    return
-                if error_code(exc) not in CLUSTER_BUSY:
-                    raise translate(exc, "DeleteCluster", res.key) from None
-            if time.monotonic() + POLL_INTERVAL > deadline:
-                raise InfraError(
-                    f"DeleteCluster failed for {res.key}: it still holds {self._contents(res)} after "
-                    f"{CLUSTER_DELETE_TIMEOUT:.0f}s\n  next step: deleted services drain within minutes; stop the "
-                    f"tasks that still run (cancel their flow runs in Prefect, or `aws ecs stop-task --cluster "
-                    f"{res.name} --task ID`) and re-run the teardown")
-            reporter = progress.current()
-            if reporter:
-                reporter.waiting(f"{res.key}: services and tasks draining out of it (up to "
-                                 f"{CLUSTER_DELETE_TIMEOUT:.0f}s)")
-            time.sleep(POLL_INTERVAL)
+        call("DeleteCluster", res.key, until,
+             lambda: attempt(client("ecs").delete_cluster, cluster=res.name, busy=CLUSTER_BUSY, missing=MISSING),
+             timeout=CLUSTER_DELETE_TIMEOUT, interval=POLL_INTERVAL,
+             waiting=lambda: f"{res.key}: services and tasks draining out of it (up to {CLUSTER_DELETE_TIMEOUT:.0f}s)",
+             gave_up=lambda: f"DeleteCluster failed for {res.key}: it still holds {self._contents(res)} after "
+                             f"{CLUSTER_DELETE_TIMEOUT:.0f}s\n  next step: deleted services drain within minutes; stop "
+                             f"the tasks that still run (cancel their flow runs in Prefect, or `aws ecs stop-task "
+                             f"--cluster {res.name} --task ID`) and re-run the teardown")
 
     def _contents(self, res: Resource) -> str:
         services = [f"service {s['serviceName']} ({s.get('status')})"
@@ -306,16 +290,21 @@ class ServiceHandler(Handler):
             if out is None:
                 return
             s = out["service"]
-        deadline = time.monotonic() + DRAIN_TIMEOUT
-        while s is not None and (left := s.get("runningCount", 0) + s.get("pendingCount", 0)) > 0:
-            if time.monotonic() + POLL_INTERVAL > deadline:
-                raise InfraError(
-                    f"{res.key}: {left} task(s) still running {DRAIN_TIMEOUT:.0f}s after scaling it to 0\n  next step: "
-                    f"see why in its events (`aws ecs describe-services --cluster {cluster} --services {res.name}`), "
-                    f"stop them (`aws ecs stop-task`) and re-run the teardown")
-            reporter = progress.current()
-            if reporter:
-                reporter.waiting(f"{res.key}: scaled to 0, {left} task(s) stopping (up to {DRAIN_TIMEOUT:.0f}s)")
-            time.sleep(POLL_INTERVAL)
-            s = describe_service(cluster, res.name)
+        seen: dict[str, Any] = {"service": s, "polled": False}
+
+        def left() -> int:
+            got = seen["service"]
+            return 0 if got is None else got.get("runningCount", 0) + got.get("pendingCount", 0)
+
+        def drained() -> bool | None:
+            if seen["polled"]:  # the first look is at the answer to scaling it to 0
+                seen["service"] = describe_service(cluster, res.name)
+            seen["polled"] = True
+            return True if left() == 0 else None
+
+        until(drained, timeout=DRAIN_TIMEOUT, interval=POLL_INTERVAL,
+              waiting=lambda: f"{res.key}: scaled to 0, {left()} task(s) stopping (up to {DRAIN_TIMEOUT:.0f}s)",
+              gave_up=lambda: f"{res.key}: {left()} task(s) still running {DRAIN_TIMEOUT:.0f}s after scaling it to 0"
+                              f"\n  next step: see why in its events (`aws ecs describe-services --cluster {cluster} "
+                              f"--services {res.name}`), stop them (`aws ecs stop-task`) and re-run the teardown")
         absent(res.key, ecs.delete_service, cluster=cluster, service=res.name, missing=MISSING)

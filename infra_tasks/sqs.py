@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 from urllib.parse import urlparse
 
-from . import policy, progress
-from .aws import ClientError, Missing, absent, client, error_code
+from . import policy
+from .aws import Missing, absent, attempt, client, until
 from .handler import Handler, call, changed
 from .model import Diff, Observed, Resource
 from .names import arn
@@ -126,18 +125,13 @@ class QueueHandler(Handler):
         return {"url": url, "arn": queue_arn(url), "name": res.name}
 
     def _create_queue(self, res: Resource, props: dict[str, Any]) -> dict[str, Any]:
-        deadline = time.monotonic() + RECREATE_TIMEOUT
-        while True:
-            try:
-                return client("sqs").create_queue(QueueName=res.name, Attributes=wire_attributes(props["attributes"]),
-                                                  tags=props["tags"])
-            except ClientError as exc:
-                if error_code(exc) not in DELETED_RECENTLY or time.monotonic() + RECREATE_INTERVAL > deadline:
-                    raise
-                reporter = progress.current()
-                if reporter:
-                    reporter.waiting(f"{res.key}: AWS keeps a deleted queue's name for 60 s after its deletion")
-                time.sleep(RECREATE_INTERVAL)
+        return until(lambda: attempt(client("sqs").create_queue, QueueName=res.name,
+                                     Attributes=wire_attributes(props["attributes"]), tags=props["tags"],
+                                     busy=DELETED_RECENTLY),
+                     timeout=RECREATE_TIMEOUT, interval=RECREATE_INTERVAL,
+                     waiting=lambda: f"{res.key}: AWS keeps a deleted queue's name for 60 s after its deletion",
+                     gave_up=lambda: f"CreateQueue failed for {res.key}: AWS still holds the name of a queue deleted "
+                                     f"{RECREATE_TIMEOUT:.0f}s ago\n  next step: wait a minute and re-run")
 
     def update(self, res: Resource, props: dict[str, Any], observed: Observed, diffs: list[Diff]) -> dict[str, Any]:
         sqs, url = client("sqs"), observed.outputs["url"]
