@@ -18,6 +18,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
 from prefect.states import Cancelled, Failed, State
+from prefect.task_runners import ThreadPoolTaskRunner
 
 from infra_tasks import engine, iam_policies, interrupt, lock, progress
 from infra_tasks.aws import InfraError
@@ -125,14 +126,21 @@ def apply_plan(plan: Plan) -> dict[str, dict[str, Any]]:
             {k: known[k] for k in deps if k in known},
             {k: futures[k] for k in deps if k in futures},
         )
+    return finish(futures, known)
+
+
+def finish(futures: dict[str, PrefectFuture[Any]], known: dict[str, Any],
+           what: str = "apply") -> dict[str, dict[str, Any]]:
+    """Wait for every change; on Ctrl-C the ones under way finish and the rest refuse to
+    start. Then each one's outcome (see `collect`)."""
     try:
         for fut in futures.values():
             fut.wait()
     except KeyboardInterrupt:
         interrupt.request("interrupted (Ctrl-C)")
-        for fut in futures.values():  # changes under way finish; the rest refuse to start
+        for fut in futures.values():
             fut.wait()
-    return collect(futures, known)
+    return collect(futures, known, what)
 
 
 def collect(futures: dict[str, PrefectFuture[Any]], known: dict[str, Any],
@@ -233,6 +241,27 @@ def _apply(cfg: InfraConfig, facts: Facts, notes: list[str], env: str, paralleli
             "applied_keys": [c.key for c in plan.applicable],
             "verified": len(verify.changes) - len(verify.deferred), "deferred": [c.key for c in verify.deferred],
             "warnings": verify.warnings}
+
+
+def run_with_progress(flow_fn: Any, changes: int, parallelism: int, verb: str, live: bool | None = None,
+                      **params: Any) -> Any:
+    """Run a changing flow (`infra-apply`, `infra-teardown`) in this process with a task
+    runner of the given parallelism and a progress display of `changes` steps. Its
+    Cancelled end is `Interrupted`, its Failed end (an expected failure) one InfraError
+    with its message; a crash shows as it is."""
+    runner = ThreadPoolTaskRunner(max_workers=max(1, parallelism))
+    reporter = progress.Reporter(changes, live=live, verb=verb)
+    progress.use(reporter)
+    try:
+        with reporter:
+            state = flow_fn.with_options(task_runner=runner)(parallelism=parallelism, return_state=True, **params)
+    finally:
+        progress.use(None)
+    if state.is_cancelled():
+        raise Interrupted.from_report(state.message or "stopped")
+    if state.is_failed() and state.message and not state.message.startswith("Flow run encountered an exception"):
+        raise InfraError(state.message)
+    return state.result()
 
 
 def wait_for_agents(acct: Account) -> None:

@@ -15,27 +15,24 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from typing import Any
 
 from prefect import flow
 from prefect.states import Cancelled, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from infra_tasks import engine, interrupt, lock, progress
-from infra_tasks.aws import CALLS, InfraError
+from infra_tasks import engine, lock
+from infra_tasks.aws import InfraError
 from infra_tasks.config import ConfigError, InfraConfig
 from infra_tasks.effective import effective_config
 from infra_tasks.facts import Facts, gather_facts
 from infra_tasks.interrupt import Interrupted
 from infra_tasks.model import Plan
-from infra_tasks.prefect_objects import PREFECT_CALLS
 from infra_tasks.render import render_text, write_json
 
-from .apply import Prepared, apply_locked, check_applicable, prepare, take_prepared
+from .apply import Prepared, apply_locked, check_applicable, prepare, run_with_progress, take_prepared
 
-from .cli import (EXIT_CHANGES, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, add_common_args, aws_target, fail, load, parse_overrides,
-                  prefect_target)
+from .cli import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, add_common_args, fail, load, parse_overrides, run_command
 
 
 @flow(name="infra-apply", task_runner=ThreadPoolTaskRunner(max_workers=8), validate_parameters=True)
@@ -65,20 +62,8 @@ def apply_infra(env: str, config_path: str | None = None, overrides: dict[str, A
 
 def run_apply(cfg_args: dict[str, Any], plan: Plan, parallelism: int, live: bool | None = None) -> dict[str, Any]:
     """Run the `infra-apply` flow with a task runner of the given parallelism."""
-    runner = ThreadPoolTaskRunner(max_workers=max(1, parallelism))
-    reporter = progress.Reporter(len(plan.applicable), live=live)
-    progress.use(reporter)
-    try:
-        with reporter:
-            state = apply_infra.with_options(task_runner=runner)(
-                parallelism=parallelism, expected_digest=plan.digest(), return_state=True, **cfg_args)
-    finally:
-        progress.use(None)
-    if state.is_cancelled():
-        raise Interrupted.from_report(state.message or "stopped")
-    if state.is_failed() and state.message and not state.message.startswith("Flow run encountered an exception"):
-        raise InfraError(state.message)
-    return state.result()
+    return run_with_progress(apply_infra, len(plan.applicable), parallelism, "applying", live,
+                             expected_digest=plan.digest(), **cfg_args)
 
 
 def confirm(plan: Plan, assume_yes: bool) -> bool:
@@ -124,29 +109,10 @@ def main(argv: list[str] | None = None) -> int:
         if not (os.environ.get("PREFECT_API_URL") and os.environ.get("PREFECT_API_KEY")):
             return fail("--rotate-credentials needs PREFECT_API_URL and PREFECT_API_KEY in the environment")
         os.environ["INFRA_ROTATE_CREDENTIALS"] = "1"
-    started = time.monotonic()
-    CALLS.reset()
-    PREFECT_CALLS.reset()
-    interrupt.clear()
-    try:
-        with aws_target(args, cfg), prefect_target():
-            code = _run(args, cfg)
-    except Interrupted as exc:
-        print(exc.report(), file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except KeyboardInterrupt:
-        print("stopped: interrupted (Ctrl-C). Changes already made stay made; re-run the same command to continue "
-              "(they are not repeated).", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except (InfraError, ConfigError) as exc:
-        return fail(str(exc))
-    finally:
-        interrupt.clear()
-        os.environ.pop("INFRA_ROTATE_CREDENTIALS", None)
-        mutating = len(CALLS.mutating())
-        print(f"AWS calls: {CALLS.total} ({mutating} mutating); Prefect writes: {PREFECT_CALLS.total}; "
-              f"{time.monotonic() - started:.1f}s", file=sys.stderr)
-    return code
+    return run_command(args, cfg, lambda: _run(args, cfg),
+                       stopped="stopped: interrupted (Ctrl-C). Changes already made stay made; re-run the same "
+                               "command to continue (they are not repeated).",
+                       cleanup=lambda: os.environ.pop("INFRA_ROTATE_CREDENTIALS", None))
 
 
 def _run(args: argparse.Namespace, cfg: InfraConfig) -> int:

@@ -7,8 +7,9 @@ import argparse
 import contextlib
 import os
 import sys
+import time
 import tomllib
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from infra_tasks.config import REPLACE, ConfigError, InfraConfig, load_config
 
@@ -117,6 +118,40 @@ def prefect_target() -> Iterator[None]:
             raise
         raise InfraError(NO_PREFECT_API.format(seconds=PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value()
                                                if not updates else EPHEMERAL_STARTUP_SECONDS)) from None
+
+
+def run_command(args: argparse.Namespace, cfg: InfraConfig, body: Callable[[], int], *, stopped: str,
+                cleanup: Callable[[], None] | None = None) -> int:
+    """Run a mutating command's `body` against its AWS and Prefect targets: a stop (Ctrl-C,
+    a lost lock) is exit 130 with what was done, an expected error one line and exit 1,
+    never a traceback; the AWS calls and Prefect writes are counted and printed at the end.
+    `stopped`: what to tell someone who pressed Ctrl-C outside a flow."""
+    from infra_tasks import interrupt
+    from infra_tasks.aws import CALLS, InfraError
+    from infra_tasks.interrupt import Interrupted
+    from infra_tasks.prefect_objects import PREFECT_CALLS
+
+    started = time.monotonic()
+    CALLS.reset()
+    PREFECT_CALLS.reset()
+    interrupt.clear()
+    try:
+        with aws_target(args, cfg), prefect_target():
+            return body()
+    except Interrupted as exc:
+        print(exc.report(), file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        print(stopped, file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (InfraError, ConfigError) as exc:
+        return fail(str(exc))
+    finally:
+        interrupt.clear()
+        if cleanup:
+            cleanup()
+        print(f"AWS calls: {CALLS.total} ({len(CALLS.mutating())} mutating); Prefect writes: {PREFECT_CALLS.total}; "
+              f"{time.monotonic() - started:.1f}s", file=sys.stderr)
 
 
 def fail(msg: str) -> int:

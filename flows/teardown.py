@@ -20,52 +20,27 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-import time
 from typing import Any, Iterator
 
-from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
+from prefect import flow, get_run_logger
 from prefect.futures import PrefectFuture
 from prefect.states import Cancelled, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from infra_tasks import engine, interrupt, lock, progress, teardown
-from infra_tasks.aws import CALLS, InfraError
+from infra_tasks import engine, lock, teardown
+from infra_tasks.aws import InfraError
 from infra_tasks.config import ConfigError, InfraConfig
 from infra_tasks.effective import effective_config
 from infra_tasks.facts import gather_facts
 from infra_tasks.interrupt import Interrupted
 from infra_tasks.model import Action, Change, Plan, Resource
 from infra_tasks.names import lock_name
-from infra_tasks.prefect_objects import PREFECT_CALLS
 from infra_tasks.render import render_text, write_json
 
-from .apply import PlanChanged, collect
-from .cli import (EXIT_CHANGES, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, add_common_args, aws_target, fail, load,
-                  parse_overrides, prefect_target)
+from .apply import PlanChanged, apply_resource, finish, run_with_progress
+from .cli import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, add_common_args, fail, load, parse_overrides, run_command
 
 NOTHING = "Nothing to delete."
-
-
-@task(name="delete-resource", cache_policy=NO_CACHE, task_run_name="delete {change.resource.key}")
-def delete_resource(change: Change, after: dict[str, Any]) -> None | State:
-    """One deletion, once everything that must go before it has gone (`after`)."""
-    why = interrupt.requested()
-    if why:
-        return Cancelled(message=f"not started ({why})")
-    reporter = progress.current()
-    if reporter:
-        reporter.started(change.key, "delete")
-    try:
-        engine.delete_change(change)
-    except InfraError as exc:
-        if reporter:
-            reporter.finished(change.key, "delete", error=str(exc))
-        return Failed(message=str(exc))
-    if reporter:
-        reporter.finished(change.key, "delete")
-    get_run_logger().info("deleted %s", change.key)
-    return None
 
 
 def delete_plan(plan: Plan) -> list[str]:
@@ -80,15 +55,9 @@ def delete_plan(plan: Plan) -> list[str]:
         if not ready:
             raise InfraError(f"teardown order has a cycle among: {', '.join(sorted(remaining))}")
         for k in ready:
-            futures[k] = delete_resource.submit(changes[k], {d: futures[d] for d in remaining.pop(k)})
-    try:
-        for fut in futures.values():
-            fut.wait()
-    except KeyboardInterrupt:
-        interrupt.request("interrupted (Ctrl-C)")
-        for fut in futures.values():  # deletions under way finish; the rest refuse to start
-            fut.wait()
-    collect(futures, {}, what="teardown")
+            # The one apply task: a DELETE change is deleted (engine.apply_change).
+            futures[k] = apply_resource.submit(changes[k], {}, {d: futures[d] for d in remaining.pop(k)})
+    finish(futures, {}, what="teardown")
     return list(futures)
 
 
@@ -164,20 +133,8 @@ def _held(cfg: InfraConfig, env: str, include_prefect: bool, what: str) -> Itera
 
 
 def run_teardown(cfg_args: dict[str, Any], plan: Plan, parallelism: int) -> dict[str, Any]:
-    runner = ThreadPoolTaskRunner(max_workers=max(1, parallelism))
-    reporter = progress.Reporter(len(plan.pending), verb="deleting")
-    progress.use(reporter)
-    try:
-        with reporter:
-            state = teardown_infra.with_options(task_runner=runner)(
-                parallelism=parallelism, expected_digest=plan.digest(), return_state=True, **cfg_args)
-    finally:
-        progress.use(None)
-    if state.is_cancelled():
-        raise Interrupted.from_report(state.message or "stopped")
-    if state.is_failed() and state.message and not state.message.startswith("Flow run encountered an exception"):
-        raise InfraError(state.message)
-    return state.result()
+    return run_with_progress(teardown_infra, len(plan.pending), parallelism, "deleting",
+                             expected_digest=plan.digest(), **cfg_args)
 
 
 def confirm(cfg: InfraConfig, plan: Plan, assume_yes: bool) -> bool:
@@ -228,30 +185,10 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load(args)
     except ConfigError as exc:
         return fail(str(exc))
-    started = time.monotonic()
-    CALLS.reset()
-    PREFECT_CALLS.reset()
-    interrupt.clear()
-    try:
-        with aws_target(args, cfg), prefect_target():
-            return _run(args)
-    except Interrupted as exc:
-        print(exc.report(), file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except KeyboardInterrupt:
-        print("stopped: interrupted (Ctrl-C). What was deleted stays deleted; run the same command again to finish.",
-              file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except (InfraError, ConfigError) as exc:
-        return fail(str(exc))
-    finally:
-        interrupt.clear()
-        print(f"AWS calls: {CALLS.total} ({len(CALLS.mutating())} mutating); Prefect writes: {PREFECT_CALLS.total}; "
-              f"{time.monotonic() - started:.1f}s", file=sys.stderr)
-
-
-def _run(args: argparse.Namespace) -> int:
-    return plan_confirm_delete(args, include_prefect=not args.no_prefect, unmanaged_only=False)
+    return run_command(args, cfg, lambda: plan_confirm_delete(args, include_prefect=not args.no_prefect,
+                                                              unmanaged_only=False),
+                       stopped="stopped: interrupted (Ctrl-C). What was deleted stays deleted; run the same command "
+                               "again to finish.")
 
 
 def plan_confirm_delete(args: argparse.Namespace, include_prefect: bool, unmanaged_only: bool) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import contextvars
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, TypeVar
 
 from . import autoscaling, ecr, ecs, ecs_taskdef, events, iam, logs, prefect_objects, s3, secrets, sqs
 from .aws import BotoCoreError, ClientError, InfraError, translate
@@ -25,6 +25,8 @@ from .facts import Facts, gather_facts
 from .handler import Handler
 from .names import Account
 from .model import OWNER_TAG, UNKNOWN, Action, Change, Observed, Plan, Ref, Resource
+
+T = TypeVar("T")
 
 HANDLERS: dict[str, Handler] = {h.kind: h for h in (
     s3.BucketHandler(), ecr.RepositoryHandler(), logs.LogGroupHandler(), secrets.SecretHandler(),
@@ -198,15 +200,22 @@ def blocking(change: Change) -> str | None:
 
 # --- reading and planning -----------------------------------------------------------
 
-def read_one(res: Resource) -> Observed | None:
+def named(action: str, key: str, fn: Callable[..., T], /, *args: Any) -> T:
+    """Run one handler call; an AWS or Prefect API error becomes one naming the action,
+    the resource and the next step (our own InfraErrors pass; anything else is a bug and
+    shows as it is)."""
     try:
-        return HANDLERS[res.kind].read(res)
+        return fn(*args)
     except InfraError:
         raise
     except (ClientError, BotoCoreError) as exc:
-        raise translate(exc, "read", res.key) from None
+        raise translate(exc, action, key) from None
     except Exception as exc:  # noqa: BLE001 - the Prefect API's errors, named; anything else re-raised
-        raise prefect_objects.translate(exc, "read", res.key) from None
+        raise prefect_objects.translate(exc, action, key) from None
+
+
+def read_one(res: Resource) -> Observed | None:
+    return named("read", res.key, HANDLERS[res.kind].read, res)
 
 
 class ReadFailed:
@@ -327,29 +336,25 @@ def apply_change(change: Change, outputs: dict[str, dict[str, Any]]) -> dict[str
     handler = HANDLERS[res.kind]
     if change.action is Action.NOOP:
         return change.observed.outputs if change.observed else {}
+    if change.action is Action.DELETE:
+        delete_change(change)
+        return {}
     props = resolve(res.props, outputs)
     if contains_unknown(props):
         raise InfraError(f"{res.key}: a dependency did not report its id/ARN; re-run bootstrap")
-    try:
-        if change.action is Action.CREATE:
-            return handler.create(res, props)
-        assert change.observed is not None
-        if change.action is Action.REPLACE:
-            return handler.replace(res, props, change.observed, change.diffs)
-        if change.action is Action.UPDATE:
-            # Recompute with references now known (an id created earlier in this run).
-            if not change.manage_tags:
-                props = {**props, "tags": None}
-            diffs = property_diffs(props, change.observed, change.uncompared)
-            if not diffs:
-                return change.observed.outputs
-            return handler.update(res, props, change.observed, diffs)
-    except InfraError:
-        raise
-    except (ClientError, BotoCoreError) as exc:
-        raise translate(exc, change.action.value, res.key) from None
-    except Exception as exc:  # noqa: BLE001 - the Prefect API's errors, named; anything else re-raised
-        raise prefect_objects.translate(exc, change.action.value, res.key) from None
+    if change.action is Action.CREATE:
+        return named("create", res.key, handler.create, res, props)
+    assert change.observed is not None
+    if change.action is Action.REPLACE:
+        return named("replace", res.key, handler.replace, res, props, change.observed, change.diffs)
+    if change.action is Action.UPDATE:
+        # Recompute with references now known (an id created earlier in this run).
+        if not change.manage_tags:
+            props = {**props, "tags": None}
+        diffs = property_diffs(props, change.observed, change.uncompared)
+        if not diffs:
+            return change.observed.outputs
+        return named("update", res.key, handler.update, res, props, change.observed, diffs)
     raise InfraError(f"{res.key}: cannot apply a {change.action.value} change")
 
 
@@ -357,14 +362,7 @@ def delete_change(change: Change) -> None:
     """Perform one teardown deletion (the handler's `delete`), errors named like an apply's."""
     res = change.resource
     assert change.action is Action.DELETE and change.observed is not None
-    try:
-        HANDLERS[res.kind].delete(res, change.observed)
-    except InfraError:
-        raise
-    except (ClientError, BotoCoreError) as exc:
-        raise translate(exc, "delete", res.key) from None
-    except Exception as exc:  # noqa: BLE001 - the Prefect API's errors, named; anything else re-raised
-        raise prefect_objects.translate(exc, "delete", res.key) from None
+    named("delete", res.key, HANDLERS[res.kind].delete, res, change.observed)
 
 
 # --- an explicit list of resources ------------------------------------------------------
