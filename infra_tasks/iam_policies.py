@@ -321,6 +321,9 @@ def beyond_role(change: Change, a: Account, role: str) -> str | None:
     if res.kind == "secretsmanager.secret" and (change.action is Action.CREATE
                                                 or any(d.path == "value" for d in change.diffs)):
         return f"{res.key}: the Prefect credentials are set only by an administrator's bootstrap"
+    if res.kind == "secretsmanager.secret" and any(d.path == "scheduled_for_deletion" for d in change.diffs):
+        # A teardown with --delete-data scheduled it; RestoreSecret is no role's grant.
+        return f"{res.key}: scheduled for deletion by a teardown; {admin} restores it"
     return None
 
 

@@ -34,6 +34,26 @@ def test_ci_deploy_refuses_control_plane_changes_up_front(bootstrap, boto, monke
     assert bootstrap("--yes") == 0
 
 
+def test_ci_deploy_refuses_to_restore_a_secret_a_teardown_scheduled_for_deletion(bootstrap, boto, monkeypatch,
+                                                                                 capsys) -> None:
+    assert bootstrap("--yes") == 0
+    boto("secretsmanager").delete_secret(SecretId=f"{P}/prefect-credentials", RecoveryWindowInDays=7)
+    for k, v in assume(boto, f"{P}-ci-deploy").items():
+        monkeypatch.setenv(k, v)
+    aws.reset_clients()
+    capsys.readouterr()
+    aws.CALLS.reset()
+    assert bootstrap("--yes") == 1
+    err = capsys.readouterr().err
+    assert (f"secretsmanager.secret/{P}/prefect-credentials: scheduled for deletion by a teardown; needs an "
+            f"administrator's bootstrap") in err
+    assert aws.CALLS.mutating() == []
+    monkeypatch.undo()
+    aws.reset_clients()
+    assert bootstrap("--yes") == 0  # an administrator's restores it
+    assert "DeletedDate" not in boto("secretsmanager").describe_secret(SecretId=f"{P}/prefect-credentials")
+
+
 def test_boundary_changes_become_new_versions_within_iams_five(bootstrap, boto) -> None:
     """A boundary change is a new default version; IAM keeps at most five, so the oldest
     spare one is deleted first (six changes in a row must all apply)."""
