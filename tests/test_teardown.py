@@ -141,6 +141,8 @@ def test_protected_production_needs_its_name_typed_and_delete_data_empties_it(bo
     assert teardown("--env", "production", "--delete-data", "--yes") == 1
     _, err = quiet(capsys)
     assert "environment 'production' is protected" in err and "--yes is refused" in err
+    assert "Traceback" not in err and [line for line in err.splitlines() if line.startswith("error: ")] == [
+        line for line in err.splitlines() if "protected" in line]  # one error line
     monkeypatch.setattr(sys.stdin, "isatty", lambda: False)
     assert teardown("--env", "production", "--delete-data") == 1
     assert "must be typed at a terminal" in quiet(capsys)[1]
@@ -200,6 +202,7 @@ def test_pool_with_a_foreign_deployment_is_refused_and_ours_go_with_it(dev_accou
     assert teardown("--env", "dev", "--yes") == 1
     _, err = quiet(capsys)
     assert "nothing was deleted" in err and "user-flow/by-hand" in err and "user-flow/by-the-deployer" not in err
+    assert "Traceback" not in err
     assert aws.CALLS.mutating() == []
     with get_client(sync_client=True) as c:
         c.delete_deployment(foreign)
