@@ -18,20 +18,17 @@ answer in time ends Cancelled, bad input or a refused plan Failed, naming the fo
 
 from __future__ import annotations
 
-import logging
 import re
-import time
 from typing import Any, Literal
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.context import FlowRunContext
-from prefect.exceptions import CancelledRun, FailedRun
-from prefect.input import RunInput, keyset_from_paused_state
-from prefect.states import Cancelled, Completed, Failed, Paused, Running, State
+from prefect.input import RunInput
+from prefect.states import Completed, Failed, State
 from pydantic import BaseModel, ConfigDict, Field
 
 from flows.apply import PlanChanged, apply_locked, refusals
+from flows.approval import ask, changes_markdown, outcome, paused_message
 from infra_tasks import engine
 from infra_tasks import overrides as persisted
 from infra_tasks.aws import InfraError
@@ -123,31 +120,6 @@ class Approval(RunInput):
     comment: str = Field("", description="Why (kept with the recorded change)")
 
 
-# --- expected outcomes: a state with one message, no traceback ---------------------------
-
-# Prefect's engine turns a returned Failed/Cancelled state back into FailedRun/CancelledRun
-# in a deployment's process and logs it to the run as "Engine execution exited with
-# unexpected exception" with a traceback. For the outcomes below the state's message is
-# the whole story, so that one log record is dropped (anything else still logs).
-_EXPECTED: set[str] = set()
-
-
-class _ExpectedOutcome(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        return not (isinstance(exc, (CancelledRun, FailedRun)) and str(exc) in _EXPECTED)
-
-
-_FILTER = _ExpectedOutcome()
-
-
-def _outcome(state: State) -> State:
-    if state.message:
-        _EXPECTED.add(state.message)
-    logging.getLogger("prefect.flow_runs").addFilter(_FILTER)
-    return state
-
-
 # --- messages naming the form fields -------------------------------------------------------
 
 def _form_error(exc: ConfigError, request: UpdateRequest) -> str:
@@ -194,19 +166,6 @@ def _desired_count_note(request: UpdateRequest, plan: Plan) -> str:
             f"when a service is created or min/max excludes its running count.")
 
 
-def _changes(plan: Plan, limit: int = 80) -> str:
-    """The pending changes as a markdown list, one resource per item and one property per
-    line under it: it wraps in the narrow Resume dialog (a table there cut off its last
-    column) and in the artifact alike."""
-    def cut(s: str) -> str:
-        return s if len(s) <= limit else s[:limit - 3] + "..."
-    items = []
-    for c in plan.pending:
-        lines = [cut(f"{p}: {cur} -> {des}") for p, cur, des in (d.render() for d in c.diffs)] or [cut(c.reason)]
-        items.append(f"- **{c.action.value}** `{c.key}`\n" + "\n".join(f"    - `{line}`" for line in lines))
-    return "\n".join(items)
-
-
 @flow(name="infra-update", validate_parameters=True)
 def infra_update(request: UpdateRequest, config_path: str = "", approval_timeout: int = 3600,
                  parallelism: int = 8) -> State:
@@ -225,20 +184,20 @@ def infra_update(request: UpdateRequest, config_path: str = "", approval_timeout
         base = load_config(config_path)
         base.env(env)
     except ConfigError as exc:
-        return _outcome(Failed(message=f"environment = {env}: {str(exc).splitlines()[-1].strip()}. "
-                                       f"Nothing was changed."))
+        return outcome(Failed(message=f"environment = {env}: {str(exc).splitlines()[-1].strip()}. "
+                                      f"Nothing was changed."))
     version, approved = persisted.read(base.prefix, env)
     wanted = {} if request.clear_approved_changes else deep_merge(approved, request.as_overrides())
     try:
         cfg = load_config(config_path, wanted)
     except ConfigError as exc:
-        return _outcome(Failed(message=f"invalid request, nothing was changed: {_form_error(exc, request)}"))
+        return outcome(Failed(message=f"invalid request, nothing was changed: {_form_error(exc, request)}"))
     facts = gather_facts(cfg, env)
     plan = engine.plan(cfg, env, facts, include_prefect=True, parallelism=parallelism,
                        notes=[f"requested values: {persisted.flatten(wanted)} (recorded version now {version})"])
     text = render_text(plan)
     artifact = f"infra-update-{env}-plan"
-    create_markdown_artifact(key=artifact, markdown=f"{_changes(plan)}\n\n```\n{text}\n```",
+    create_markdown_artifact(key=artifact, markdown=f"{changes_markdown(plan)}\n\n```\n{text}\n```",
                              description=f"infra-update plan for {env}")
     note = _desired_count_note(request, plan)
     if plan.empty:
@@ -258,92 +217,28 @@ def infra_update(request: UpdateRequest, config_path: str = "", approval_timeout
     acct = Account(cfg, env, facts.account_id, facts.region, facts.partition)
     problems = refusals(plan, acct, ROLE)
     if problems:
-        return _outcome(Failed(message="nothing was changed; infra-update cannot apply this plan: "
-                                       + "; ".join(problems) + f" (plan: artifact {artifact})"))
+        return outcome(Failed(message="nothing was changed; infra-update cannot apply this plan: "
+                                      + "; ".join(problems) + f" (plan: artifact {artifact})"))
     minutes = max(1, round(approval_timeout / 60))
     description = (f"## Approve this change to `{env}`?\n\n"
                    f"Choose **approve** or **reject** under *decision*, add a comment and submit. "
                    f"Nothing changes before that; without an answer within {minutes} min the run is "
                    f"cancelled.\n\n{len(plan.pending)} resources change (full plan: artifact `{artifact}`):\n\n"
-                   f"{_changes(plan)}\n" + (f"\n{note.strip()}\n" if note else ""))
+                   f"{changes_markdown(plan)}\n" + (f"\n{note.strip()}\n" if note else ""))
     instruction = paused_message(len(plan.pending), artifact, minutes)
     log.info(instruction)
-    answer = _wait_for_approval(Approval.with_initial_data(description=description), instruction, approval_timeout)
-    if answer is None:
-        return _outcome(_unanswered(approval_timeout))
-    if answer is CANCELLED_WHILE_PAUSED:
-        return _outcome(Cancelled(message="cancelled while waiting for approval; nothing was changed"))
-    if answer.decision != "approve":
-        log.info("rejected: %s", answer.comment)
-        return _outcome(Cancelled(message="rejected, nothing was changed"
-                                          + (f": {answer.comment}" if answer.comment else "")))
+    answer = ask(Approval.with_initial_data(description=description), instruction, approval_timeout, "infra-update")
+    if isinstance(answer, State):
+        return answer
     try:
         result = apply_locked(cfg, env, facts, parallelism=parallelism, expected_digest=plan.digest(), role=ROLE,
                               command=f"infra-update of {env}")
         new_version = persisted.write(base.prefix, env, wanted, answer.comment or "approved in the UI")
     except PlanChanged:
-        return _outcome(Failed(message="the infrastructure changed while waiting for approval; nothing was "
-                                       "changed. Run infra-update again to see the new plan."))
+        return outcome(Failed(message="the infrastructure changed while waiting for approval; nothing was "
+                                      "changed. Run infra-update again to see the new plan."))
     except InfraError as exc:
-        return _outcome(Failed(message=str(exc)))
+        return outcome(Failed(message=str(exc)))
     waiting = f"; waiting for the agent image: {', '.join(result['deferred'])}" if result["deferred"] else ""
     return Completed(message=f"applied {result['applied']} changes{waiting}; approved values recorded as version "
                              f"{new_version} of {persisted.variable_name(base.prefix, env)}.{note}")
-
-
-def paused_message(changes: int, artifact: str, minutes: int) -> str:
-    """What the paused run's page says (its state message, under Details): what to do."""
-    return (f"Waiting for approval: click Resume, then approve or reject; {changes} "
-            f"change{'s' if changes != 1 else ''}, plan in artifact {artifact} and in the Resume form. "
-            f"Without an answer within {minutes} min the run is cancelled and nothing changes.")
-
-
-# The run was cancelled (the UI's Cancel) while it waited: stop waiting at once.
-CANCELLED_WHILE_PAUSED: Any = object()
-
-
-def _wait_for_approval(form: type[Approval], message: str, timeout: int, poll: float = 3) -> Any:
-    """`pause_flow_run(wait_for_input=form, timeout=timeout)`, with `message` on the Paused
-    state, which the run's page shows (pause_flow_run sets no message). The same steps as
-    Prefect's: propose Paused with the input's keyset, save the form (the UI's Resume
-    dialog), poll until someone resumes the run with an answer. None: no answer in time;
-    CANCELLED_WHILE_PAUSED: someone cancelled the run meanwhile."""
-    from prefect.client.orchestration import get_client
-    from prefect.utilities.engine import propose_state_sync
-
-    ctx = FlowRunContext.get()
-    if not (ctx and ctx.flow_run):
-        raise RuntimeError("infra-update waits for approval only inside its flow run")
-    run_id = ctx.flow_run.id
-    proposed = Paused(timeout_seconds=timeout, reschedule=False, pause_key="approval", message=message)
-    keyset = keyset_from_paused_state(proposed)
-    proposed.state_details.run_input_keyset = keyset
-    deadline = time.monotonic() + timeout
-    with get_client(sync_client=True) as c:
-        state = propose_state_sync(c, proposed, flow_run_id=run_id)
-        if not state.is_paused():
-            raise RuntimeError(f"the run could not pause for approval: the Prefect API answered {state.type.value} "
-                               f"({state.message or 'no message'})")
-        form.save(keyset)
-        while True:
-            time.sleep(max(0.0, min(poll, deadline - time.monotonic())))
-            current = c.read_flow_run(run_id).state
-            if current is not None and current.is_running():
-                return form.load(keyset)
-            if current is not None and (current.is_final() or current.is_cancelling()):
-                return CANCELLED_WHILE_PAUSED
-            if time.monotonic() >= deadline:
-                return None
-
-
-def _unanswered(timeout: int) -> State:
-    """Cancelled, not the server's Failed "never resumed": the expired pause is ended here
-    first (back to Running, so that the Cancelled below is a normal transition)."""
-    from prefect.client.orchestration import get_client
-
-    message = f"nobody approved within {timeout} s; nothing was changed. Run infra-update again when someone can."
-    ctx = FlowRunContext.get()
-    if ctx and ctx.flow_run:
-        with get_client(sync_client=True) as c:
-            c.set_flow_run_state(ctx.flow_run.id, Running(message="approval timed out"), force=True)
-    return Cancelled(message=message)
