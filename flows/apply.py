@@ -19,6 +19,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
 from prefect.states import Cancelled, Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.utilities.annotations import quote
 
 from infra_tasks import engine, iam_policies, interrupt, lock, progress
 from infra_tasks.aws import InfraError
@@ -110,6 +111,13 @@ def apply_resource(change: Change, known: dict[str, Any], upstream: dict[str, An
     return out
 
 
+def submit(change: Change, known: dict[str, Any], upstream: dict[str, PrefectFuture[Any]]) -> PrefectFuture[Any]:
+    """`apply_resource` as a task, waiting for `upstream`. The change and the outputs
+    already known are quoted: Prefect would otherwise walk every nested value of them
+    (policy documents, task definitions) looking for futures, twice per task."""
+    return apply_resource.submit(quote(change), quote(known), upstream)
+
+
 def apply_plan(plan: Plan) -> dict[str, dict[str, Any]]:
     """Submit every pending change as a task once its dependencies are done."""
     pending = {c.key for c in plan.applicable}
@@ -121,11 +129,8 @@ def apply_plan(plan: Plan) -> dict[str, dict[str, Any]]:
         if res.key not in pending:
             continue
         deps = engine.all_deps(res)
-        futures[res.key] = apply_resource.submit(
-            by_key[res.key],
-            {k: known[k] for k in deps if k in known},
-            {k: futures[k] for k in deps if k in futures},
-        )
+        futures[res.key] = submit(by_key[res.key], {k: known[k] for k in deps if k in known},
+                                  {k: futures[k] for k in deps if k in futures})
     return finish(futures, known)
 
 

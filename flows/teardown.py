@@ -37,7 +37,7 @@ from infra_tasks.model import Action, Change, Plan, Resource
 from infra_tasks.names import lock_name
 from infra_tasks.render import render_text, write_json
 
-from .apply import PlanChanged, apply_resource, finish, run_with_progress
+from .apply import PlanChanged, finish, run_with_progress, submit
 from .cli import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, add_common_args, fail, load, parse_overrides, run_command
 
 NOTHING = "Nothing to delete."
@@ -56,7 +56,7 @@ def delete_plan(plan: Plan) -> list[str]:
             raise InfraError(f"teardown order has a cycle among: {', '.join(sorted(remaining))}")
         for k in ready:
             # The one apply task: a DELETE change is deleted (engine.apply_change).
-            futures[k] = apply_resource.submit(changes[k], {}, {d: futures[d] for d in remaining.pop(k)})
+            futures[k] = submit(changes[k], {}, {d: futures[d] for d in remaining.pop(k)})
     finish(futures, {}, what="teardown")
     return list(futures)
 

@@ -38,6 +38,7 @@ from .aws import InfraError
 from .config import InfraConfig
 from .names import lock_name
 from .model import Resource
+from .prefect_client import sync_client
 from .prefect_objects import ConcurrencyLimitHandler, translate
 
 LEASE_SECONDS = 60  # the Prefect server's minimum lease
@@ -113,9 +114,7 @@ def describe(holder: dict[str, Any] | None) -> str:
 # --- Prefect calls -----------------------------------------------------------------------
 
 def _client() -> Any:
-    from prefect.client.orchestration import get_client
-
-    return get_client(sync_client=True)
+    return sync_client()
 
 
 def _status(exc: BaseException) -> int | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from .prefect_client import sync_client
 from .prefect_objects import PREFECT_CALLS
 
 HISTORY = 20
@@ -22,9 +23,7 @@ def variable_name(prefix: str, env: str) -> str:
 
 def read(prefix: str, env: str) -> tuple[int, dict[str, Any]]:
     """(version, overrides); (0, {}) when none were ever approved."""
-    from prefect.client.orchestration import get_client
-
-    with get_client(sync_client=True) as c:
+    with sync_client() as c:
         var = c.read_variable_by_name(variable_name(prefix, env))
     if var is None or not isinstance(var.value, dict):
         return 0, {}
@@ -33,11 +32,10 @@ def read(prefix: str, env: str) -> tuple[int, dict[str, Any]]:
 
 def write(prefix: str, env: str, overrides: dict[str, Any], comment: str) -> int:
     """Store `overrides` as the new version; returns it."""
-    from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import VariableCreate, VariableUpdate
 
     name = variable_name(prefix, env)
-    with get_client(sync_client=True) as c:
+    with sync_client() as c:
         var = c.read_variable_by_name(name)
         old = var.value if var is not None and isinstance(var.value, dict) else {"version": 0, "history": []}
         version = int(old.get("version", 0)) + 1

@@ -20,14 +20,13 @@ from prefect_aws import AwsCredentials, S3Bucket  # noqa: E402
 from .aws import CallLog, InfraError
 from .handler import Handler
 from .model import Diff, Observed, Resource
+from .prefect_client import sync_client
 
 PREFECT_CALLS = CallLog()
 
 
 def _client() -> Any:
-    from prefect.client.orchestration import get_client
-
-    return get_client(sync_client=True)
+    return sync_client()
 
 
 def _record(op: str) -> None:
