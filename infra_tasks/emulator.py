@@ -81,6 +81,7 @@ def _moto_server(port: int | None) -> Iterator[str]:
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     _thread_safe_role_lookup()
     _bucket_tags_on_create()
+    _service_modules_listed_once()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port or free_port(), verbose=False)
     server.start()
     host, real_port = server._server.server_address[:2]  # noqa: SLF001 - moto exposes no accessor
@@ -88,6 +89,18 @@ def _moto_server(port: int | None) -> Iterator[str]:
         yield f"http://{host}:{real_port}"
     finally:
         server.stop()
+
+
+def _service_modules_listed_once() -> None:
+    """moto's server lists its own package directory (about 200 `isdir` calls) on every
+    request to recognise the service from the Host header; the list never changes while
+    it runs. List it once (speed only: which service answers is unchanged)."""
+    from moto import backends
+
+    if isinstance(backends.list_of_moto_modules, functools.partial):
+        return
+    modules = frozenset(backends.list_of_moto_modules())
+    backends.list_of_moto_modules = functools.partial(lambda m: m, modules)  # type: ignore[assignment]
 
 
 def _thread_safe_role_lookup() -> None:

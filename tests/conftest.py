@@ -104,14 +104,17 @@ def moto_url() -> Iterator[str]:
 def prefect_api() -> Iterator[None]:
     from prefect.testing.utilities import prefect_test_harness
 
-    # The test server does not store events (no test reads them back; automations react
-    # to the event stream, not the table): fewer background writes for ours to collide
-    # with in SQLite (503, see prefect_client_retries_soon). Only this server (a setting of
-    # this process, not the environment): the sandbox and worker tests start real servers
-    # with the default.
-    from prefect.settings import PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED, temporary_settings
+    # The test server stores neither events nor task runs (no test reads them back;
+    # automations react to the event stream, not the table; a flow run's state comes from
+    # its own engine): fewer background writes for ours to collide with in SQLite (503,
+    # see prefect_client_retries_soon), and less CPU. Only this server (a setting of this
+    # process, not the environment): the sandbox and worker tests start real servers with
+    # the defaults.
+    from prefect.settings import (PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED,
+                                  PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_ENABLED, temporary_settings)
 
-    with temporary_settings({PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED: False}):
+    with temporary_settings({PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED: False,
+                             PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_ENABLED: False}):
         with prefect_test_harness(server_startup_timeout=120):
             yield
 
