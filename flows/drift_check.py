@@ -31,7 +31,7 @@ from infra_tasks.desired import owner_value
 from infra_tasks.effective import effective_config
 from infra_tasks.facts import gather_facts
 from infra_tasks.interrupt import Interrupted
-from infra_tasks.management import INFRA_UPDATE, deployment_name
+from infra_tasks.management import INFRA_PRUNE, INFRA_UPDATE, deployment_name
 from infra_tasks.model import Action, Plan
 
 from .cli import (EXIT_CHANGES, EXIT_INTERRUPTED, EXIT_OK, add_common_args, aws_target, fail, load, parse_overrides,
@@ -116,7 +116,7 @@ def _cell(value: str) -> str:
     return value.replace("|", "\\|").replace("\n", " ")[:300]
 
 
-def classify(plan: Plan, owned: list[str], unlisted: dict[str, str]) -> Report:
+def classify(plan: Plan, owned: list[str], unlisted: dict[str, str], prefix: str) -> Report:
     findings = []
     for c in plan.changes:
         if c.action is Action.NOOP:
@@ -130,10 +130,12 @@ def classify(plan: Plan, owned: list[str], unlisted: dict[str, str]) -> Report:
             props = [(p, des, cur) for p, cur, des in (d.render() for d in c.diffs)]
             findings.append(Finding(c.key, Status.MODIFIED, c.reason, props))
     desired = {c.key for c in plan.changes}
+    env = plan.environment
+    prune = (f"carries our ownership tag but is not in the configuration; bootstrap never deletes: delete it from "
+             f"the UI with the deployment {deployment_name(INFRA_PRUNE, prefix, env)} (after approval; never data) "
+             f"or with python -m flows.drift_check --env {env} --prune")
     for key in sorted(set(owned) - desired):
-        findings.append(Finding(key, Status.UNMANAGED, "carries our ownership tag but is not in the configuration; "
-                                                      "bootstrap never deletes: delete it with python -m "
-                                                      f"flows.drift_check --env {plan.environment} --prune"))
+        findings.append(Finding(key, Status.UNMANAGED, prune))
     for kind, why in sorted(unlisted.items()):
         findings.append(Finding(f"{kind}/*", Status.NOT_CHECKED, f"could not list for unmanaged resources: {why}"))
     return Report(plan.environment, findings, plan.notes)
@@ -143,7 +145,7 @@ def check(cfg: Any, env: str, facts: Any, notes: list[str], parallelism: int = 8
     plan = engine.plan(cfg, env, facts, include_prefect=True, notes=notes, tolerant=True,
                        parallelism=parallelism)
     owned, unlisted = discovery.owned(cfg, env, owner_value(cfg))
-    return classify(plan, owned, unlisted)
+    return classify(plan, owned, unlisted, cfg.prefix)
 
 
 def publish(report: Report, suffix: str = "") -> None:

@@ -34,11 +34,12 @@ from infra_tasks import overrides as persisted
 from infra_tasks.aws import InfraError
 from infra_tasks.config import FARGATE_MEMORY, ConfigError, deep_merge, load_config
 from infra_tasks.facts import gather_facts
+from infra_tasks.management import INFRA_UPDATE
 from infra_tasks.model import Action, Plan
 from infra_tasks.names import Account
 from infra_tasks.render import render_text
 
-ROLE = "infra-write"  # the role infra-update runs as (the management pool's task role)
+ROLE = INFRA_UPDATE.role  # infra-write: the role infra-update runs as (its deployment's task role)
 
 FIELDS: dict[str, tuple[str, str]] = {
     "agent_image_tag": ("agent", "image_tag"),

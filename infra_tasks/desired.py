@@ -79,6 +79,10 @@ def account_resources(cfg: InfraConfig, a: Account, facts: Facts) -> list[Resour
         Resource("iam.role", a.infra_write_role, iam.role_props(
             ecs_trust, "Prefect infra-update flow runs: create and update this environment's resources",
             write, [], t)),
+        Resource("iam.role", a.infra_prune_role, iam.role_props(
+            ecs_trust, "Prefect infra-prune flow runs, after approval: delete this environment's resources that are "
+                       "no longer configured (never data)",
+            {"infra-prune": iam_policies.infra_prune(a, owner_value(cfg))}, [], t)),
     ]
 
 

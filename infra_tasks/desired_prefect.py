@@ -85,7 +85,7 @@ def prefect_resources(cfg: InfraConfig, env_name: str, facts: Facts) -> list[Res
     workdir = management.working_directory(sandbox)
     deployment_keys: dict[str, str] = {}
     for spec in management.MANAGEMENT:
-        role = a.infra_read_role if spec.read_only else a.infra_write_role
+        role = a.control_role(spec.role)
         # Management runs return reports, not data: no result persistence (their roles may
         # not write the flow bucket, and Prefect merges the pool's `env` into this one).
         job_variables: dict[str, Any] = {"env": {"INFRA_ENV": env_name, "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "false"}}

@@ -11,6 +11,12 @@ Who may do what, and why (the README's "IAM roles" table says the same in prose)
   environment's resources, each named exactly; IAM writes only on the runtime roles'
   inline policies and only while they keep their boundary; never a delete of a resource,
   never a boundary policy, a control-plane role (ci-*, infra-*) or a managed policy.
+- `infra-prune` (`infra-prune` runs, after a person's approval): `infra-read` plus the
+  deletes a prune of what is no longer configured makes — runtime roles, queues, the
+  rule, the agent service, cluster and security groups of a deployment type — each by
+  the names a type's resources have AND carrying this environment's ownership tags. No
+  data (buckets, log groups, the registry, the secret), no control-plane role, policy or
+  OIDC provider. A separate role so that `infra-write` and CI stay delete-free.
 - `ci-deploy` (the environment's apply branch only): `infra-write` plus creating the
   runtime roles (with their boundary) and updating their trust policies.
 - `ci-push` (the environment's CI branches): push images to the repository.
@@ -23,8 +29,9 @@ administrator's bootstrap: nothing reachable from Prefect or CircleCI can widen 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
+from .config import DEPLOYMENT_TYPES
 from .model import Action, Change
 from .names import Account, Deployment
 from .policy import allow, document
@@ -109,14 +116,14 @@ def agent_execution(d: Deployment) -> dict[str, Any]:
 def agent_task(d: Deployment, management: bool = False) -> dict[str, Any]:
     """The worker: register flow task definitions, run them on its own cluster with the
     roles it may pass, and watch them through its observer queue. The agent of the
-    management deployment type also passes the infra-read/infra-write roles, which the
-    drift-check and infra-update deployments run with."""
+    management deployment type also passes the infra-read/infra-write/infra-prune roles,
+    which the drift-check, infra-update and infra-prune deployments run with."""
     a = d.account
     task_arn = a.arn("ecs", f"task/{d.cluster}/*")
     on_cluster = {"ArnEquals": {"ecs:cluster": d.cluster_arn}}
     passed = [a.role_arn(d.flow_exec_role), a.role_arn(d.flow_task_role)]
     if management:
-        passed += [a.role_arn(a.infra_read_role), a.role_arn(a.infra_write_role)]
+        passed += [a.role_arn(r) for r in (a.infra_read_role, a.infra_write_role, a.infra_prune_role)]
     return document(
         allow(["ecs:RunTask"], a.arn("ecs", "task-definition/*"), sid="RunFlowsOnOwnCluster", condition=on_cluster),
         allow(["ecs:StopTask", "ecs:DescribeTasks"], task_arn, sid="ManageOwnTasks"),
@@ -304,15 +311,97 @@ def ci_push(a: Account) -> dict[str, Any]:
     )
 
 
+# What `infra-prune` may delete: per kind, the names that kind has in a deployment type.
+# Data kinds (buckets, log groups, the registry, the secret) are absent on purpose.
+PRUNABLE: dict[str, Callable[[Deployment], tuple[str, ...]]] = {
+    "iam.role": lambda d: (d.agent_exec_role, d.agent_task_role, d.flow_exec_role, d.flow_task_role),
+    "sqs.queue": lambda d: (d.queue, d.dlq),
+    "events.rule": lambda d: (d.rule,),
+    "ecs.service": lambda d: (d.service,),
+    "ecs.cluster": lambda d: (d.cluster,),
+    "ecs.task_definition": lambda d: (d.task_family,),
+    "ec2.security_group": lambda d: (d.agent_sg, d.flow_sg),
+}
+
+
+def prunable_types(a: Account) -> list[Deployment]:
+    """Every deployment type the configuration may name, not only today's: a prune deletes
+    what a type that is no longer configured left behind, which a policy made from today's
+    configuration could not otherwise name."""
+    return [a.deployment(t) for t in DEPLOYMENT_TYPES]
+
+
+def infra_prune(a: Account, owner: str) -> dict[str, Any]:
+    """What `infra-prune` needs on top of read: the deletes a prune of non-data kinds makes
+    (the `delete` of each kind's handler), on the names a deployment type's resources have
+    AND only while they carry this environment's ownership tags."""
+    ds = prunable_types(a)
+    ours = {"StringEquals": {"aws:ResourceTag/managed-by": owner, "aws:ResourceTag/environment": a.env_name}}
+
+    def arns(kind: str, arn: Callable[[Deployment, str], str]) -> list[str]:
+        return sorted(arn(d, name) for d in ds for name in PRUNABLE[kind](d))
+
+    roles = arns("iam.role", lambda d, n: a.role_arn(n))
+    clusters = arns("ecs.cluster", lambda d, n: d.cluster_arn)
+    return document(
+        *infra_read(a)["Statement"],
+        # Inline policies and attached ones first: IAM deletes only a bare role. Runtime
+        # roles only: a control-plane role (ci-*, infra-*) has none of these names.
+        allow(["iam:ListInstanceProfilesForRole", "iam:DeleteRolePolicy", "iam:DetachRolePolicy", "iam:DeleteRole"],
+              roles, sid="DeleteRuntimeRoles", condition=ours),
+        allow(["sqs:DeleteQueue"], arns("sqs.queue", lambda d, n: a.arn("sqs", n)), sid="DeleteQueues",
+              condition=ours),
+        allow(["events:RemoveTargets", "events:DeleteRule"], arns("events.rule", lambda d, n: d.rule_arn),
+              sid="DeleteRules", condition=ours),
+        # Scaled to 0 and drained before it is deleted.
+        allow(["ecs:UpdateService", "ecs:DeleteService"], arns("ecs.service", lambda d, n: d.service_arn),
+              sid="DeleteAgentServices", condition=ours),
+        allow(["ecs:DeleteCluster"], clusters, sid="DeleteClusters", condition=ours),
+        # Security-group ids are assigned by AWS: ownership is the tag.
+        allow(["ec2:DeleteSecurityGroup"], a.arn("ec2", "security-group/*"), sid="DeleteOwnSecurityGroups",
+              condition=ours),
+        # What still runs in a cluster stops its deletion: listed first, and named.
+        allow(["ecs:ListTasks"], "*", sid="ListClusterTasks", condition={"ArnEquals": {"ecs:cluster": clusters}}),
+        allow(["ecs:DescribeTasks"], [a.arn("ecs", f"task/{d.cluster}/*") for d in ds], sid="DescribeClusterTasks"),
+        # The SAR lists no resource type and no condition key for these: they cannot be scoped.
+        # A deregistered revision stays listed (INACTIVE) and running tasks keep it.
+        allow(["ecs:ListTaskDefinitions", "ecs:DeregisterTaskDefinition", "ec2:DescribeNetworkInterfaces"], "*",
+              sid="UnscopableDeletePath"),
+    )
+
+
+def beyond_prune(change: Change, a: Account) -> str | None:
+    """Why `infra-prune` cannot make this change (None: it can), as its policy says. The
+    ownership tags it also requires are what the prune's plan deletes by (teardown.decide)."""
+    res = change.resource
+    if change.action is not Action.DELETE:
+        return f"{res.key}: infra-prune only deletes"
+    names = PRUNABLE.get(res.kind)
+    if names is None:
+        return f"{res.key}: infra-prune does not delete a {res.kind}"
+    if res.kind == "ec2.security_group":
+        return None  # by its tags alone (AWS assigns the id)
+    types = prunable_types(a)
+    if res.name not in {n for d in types for n in names(d)} or (
+            res.kind == "ecs.service" and res.ident.get("cluster") not in {d.cluster for d in types}):
+        return f"{res.key}: not a name a deployment type's {res.kind} has ({a.prefix}-T-…), so infra-prune may not " \
+               f"delete it"
+    return None
+
+
 def beyond_role(change: Change, a: Account, role: str) -> str | None:
-    """Why `role` (`infra-write` or `ci-deploy`) cannot make this change (None: it can).
-    Checked before anything is applied (and before an `infra-update` asks for approval),
-    so a change the role could never make fails up front, naming what to do."""
+    """Why `role` (`infra-write`, `ci-deploy` or `infra-prune`) cannot make this change
+    (None: it can). Checked before anything is applied (and before an `infra-update` or
+    `infra-prune` asks for approval), so a change the role could never make fails up
+    front, naming what to do."""
     res = change.resource
     if not change.action.mutates:
         return None
+    if role == "infra-prune":
+        return beyond_prune(change, a)
     admin = "needs an administrator's bootstrap (python -m flows.bootstrap with admin credentials)"
-    control_plane = {a.ci_deploy_role, a.ci_push_role, a.ci_plan_role, a.infra_read_role, a.infra_write_role}
+    control_plane = {a.ci_deploy_role, a.ci_push_role, a.ci_plan_role, a.infra_read_role, a.infra_write_role,
+                     a.infra_prune_role}
     if res.kind in ("iam.policy", "iam.oidc_provider") or (res.kind == "iam.role" and res.name in control_plane):
         return f"{res.key}: {admin}; the management and CI roles cannot change their own permissions"
     if res.kind == "iam.role" and role != "ci-deploy" and (

@@ -1,15 +1,17 @@
 """The management deployments the bootstrap registers per environment:
 
 - `drift-check/{prefix}-{env}-drift-check`: scheduled (prefect.drift_check_cron), read-only role;
-- `infra-update/{prefix}-{env}-infra-update`: no schedule, triggered from the UI, write role.
+- `infra-update/{prefix}-{env}-infra-update`: no schedule, triggered from the UI, write role;
+- `infra-prune/{prefix}-{env}-infra-prune`: no schedule, triggered from the UI, prune role
+  (deletes what is no longer configured, never data, after approval).
 
-Both run on the environment's agent pool with the agent image (the project's code is
+All run on the environment's agent pool with the agent image (the project's code is
 in it). In the sandbox they target a process work pool served by a local worker,
 because the emulator cannot run the ECS agent.
 
 Plain data: the flows are named by entrypoint, never imported, so this layer does not
 depend on the flows that use it (their parameter schemas are read from source). One
-read: which deployments under the names used before (`{prefix}-{env}` for both) remain,
+read: which deployments under the names used before (`{prefix}-{env}` for the first two) remain,
 for a plan note saying how to remove them (bootstrap deletes nothing).
 """
 
@@ -33,7 +35,7 @@ class ManagementDeployment:
     flow_name: str
     entrypoint: str
     description: str
-    read_only: bool
+    role: str  # the control-plane role its runs have (`{prefix}-{role}`): infra-read, infra-write, infra-prune
     scheduled: bool
 
 
@@ -41,12 +43,18 @@ DRIFT_CHECK = ManagementDeployment(
     "drift-check", "flows/drift_check.py:drift_check",
     "Compares AWS and Prefect with infra.toml; fails when anything drifted (remediate: request a repair "
     "through infra-update, which waits for approval).",
-    read_only=True, scheduled=True)
+    role="infra-read", scheduled=True)
 INFRA_UPDATE = ManagementDeployment(
     "infra-update", "flows/update.py:infra_update",
     "Changes agent/flow settings from the UI: plan, approval, apply, verify; remembers approved changes.",
-    read_only=False, scheduled=False)
-MANAGEMENT = (DRIFT_CHECK, INFRA_UPDATE)
+    role="infra-write", scheduled=False)
+INFRA_PRUNE = ManagementDeployment(
+    "infra-prune", "flows/prune.py:infra_prune",
+    "Deletes what carries this environment's tags but is no longer configured (the drift check's UNMANAGED): "
+    "plan, approval (a protected environment's name typed), delete, verify. Never data.",
+    role="infra-prune", scheduled=False)
+MANAGEMENT = (DRIFT_CHECK, INFRA_UPDATE, INFRA_PRUNE)
+NAMED_ALIKE_BEFORE = (DRIFT_CHECK, INFRA_UPDATE)  # both were `{prefix}-{env}` once; infra-prune came later
 
 
 @functools.lru_cache(maxsize=None)
@@ -68,7 +76,7 @@ def parameter_schema(dep: ManagementDeployment) -> dict[str, Any]:
 def default_parameters(dep: ManagementDeployment, env: str) -> dict[str, Any]:
     if dep is DRIFT_CHECK:
         return {"env": env, "remediate": False}
-    return {"request": {"environment": env}}  # dry_run stays off: approval guards the apply
+    return {"request": {"environment": env}}  # dry_run stays off: approval guards the change
 
 
 def working_directory(sandbox: bool) -> str:
@@ -96,7 +104,7 @@ def retired_notes(prefix: str, env: str) -> list[str]:
     old = retired_management_deployment_name(prefix, env)
     out = []
     with get_client(sync_client=True) as c:
-        for dep in MANAGEMENT:
+        for dep in NAMED_ALIKE_BEFORE:
             try:
                 c.read_deployment_by_name(f"{dep.flow_name}/{old}")
             except ObjectNotFound:

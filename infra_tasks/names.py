@@ -85,11 +85,16 @@ class Account:
     def oidc_provider_arn(self) -> str:
         return self.arn("iam", f"oidc-provider/{self.oidc_host}", region=False)
 
-    ci_deploy_role = property(lambda self: f"{self.prefix}-ci-deploy")
-    ci_push_role = property(lambda self: f"{self.prefix}-ci-push")
-    ci_plan_role = property(lambda self: f"{self.prefix}-ci-plan")
-    infra_read_role = property(lambda self: f"{self.prefix}-infra-read")
-    infra_write_role = property(lambda self: f"{self.prefix}-infra-write")
+    def control_role(self, role: str) -> str:
+        """The control-plane role that plays `role` (`ci-deploy`, `infra-read`, ...)."""
+        return f"{self.prefix}-{role}"
+
+    ci_deploy_role = property(lambda self: self.control_role("ci-deploy"))
+    ci_push_role = property(lambda self: self.control_role("ci-push"))
+    ci_plan_role = property(lambda self: self.control_role("ci-plan"))
+    infra_read_role = property(lambda self: self.control_role("infra-read"))
+    infra_write_role = property(lambda self: self.control_role("infra-write"))
+    infra_prune_role = property(lambda self: self.control_role("infra-prune"))
 
     def project_role_of(self, caller_arn: str) -> str | None:
         """`ci-deploy` / `infra-write` when the caller is that role's session, else None."""
@@ -189,9 +194,9 @@ def sandbox_pool(prefix: str, env_name: str) -> str:
 
 
 def management_deployment_name(prefix: str, env_name: str, flow_name: str) -> str:
-    """The deployment name of management flow `flow_name` (drift-check, infra-update): it
-    says what the deployment is, since the UI's deployment list shows the flow name only in
-    small print (`drift-check/data-flows-dev-drift-check`)."""
+    """The deployment name of management flow `flow_name` (drift-check, infra-update,
+    infra-prune): it says what the deployment is, since the UI's deployment list shows the
+    flow name only in small print (`drift-check/data-flows-dev-drift-check`)."""
     return f"{prefix}-{env_name}-{flow_name}"
 
 

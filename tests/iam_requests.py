@@ -735,7 +735,8 @@ def _create_secret(b: _Builder) -> None:
 
 IAM_ROLE_OPS = ("GetRole", "ListRolePolicies", "GetRolePolicy", "ListAttachedRolePolicies", "ListRoleTags",
                 "UpdateAssumeRolePolicy", "UpdateRole", "TagRole", "PutRolePolicy", "DeleteRolePolicy",
-                "AttachRolePolicy", "DetachRolePolicy", "PutRolePermissionsBoundary", "DeleteRole")
+                "AttachRolePolicy", "DetachRolePolicy", "PutRolePermissionsBoundary", "DeleteRole",
+                "ListInstanceProfilesForRole")
 # Actions on which IAM supplies the role's *current* permissions boundary.
 IAM_BOUNDARY_CHECKED = {"PutRolePolicy", "DeleteRolePolicy", "AttachRolePolicy", "DetachRolePolicy"}
 IAM_POLICY_OPS = ("GetPolicy", "GetPolicyVersion", "ListPolicyVersions", "ListPolicyTags", "CreatePolicyVersion",

@@ -136,7 +136,7 @@ def test_roles_least_privilege(stack) -> None:
         assert "ecs:TagResource" in task
         passed = [f"arn:aws:iam::{acct}:role/{base}-flow-exec", f"arn:aws:iam::{acct}:role/{base}-flow-task"]
         if t == "main":  # the management deployments run on main's agent with their own roles
-            passed += [f"arn:aws:iam::{acct}:role/{P}-infra-read", f"arn:aws:iam::{acct}:role/{P}-infra-write"]
+            passed += [f"arn:aws:iam::{acct}:role/{P}-infra-{r}" for r in ("read", "write", "prune")]
         assert sorted(task["iam:PassRole"]["Resource"]) == sorted(passed)
         assert task["sqs:ReceiveMessage"]["Resource"] == f"arn:aws:sqs:us-east-1:{acct}:{base}-ecs-events"
         flow_exec = actions(role(iam, f"{base}-flow-exec")["inline"]["flow-execution"])

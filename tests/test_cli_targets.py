@@ -24,7 +24,7 @@ def test_endpoint_url_sends_every_call_there(moto_url, prefect_clean, capsys, mo
                    "--set", 'environments.production.account_id="123456789012"')
     assert code == 2
     out = capsys.readouterr().out
-    assert "Plan for production (account 123456789012, us-east-1): 44 to create" in out
+    assert "Plan for production (account 123456789012, us-east-1): 45 to create" in out
     assert aws.CALLS.total > 40 and aws.CALLS.mutating() == []
     assert "AWS_ENDPOINT_URL" not in os.environ  # restored afterwards
 
@@ -36,7 +36,7 @@ def test_sandbox_flag_starts_its_own_emulator(moto_url, prefect_clean, capsys, m
     assert run_cli("--env", "dev", "--sandbox", "--plan", "--no-prefect") == 2
     captured = capsys.readouterr()
     assert "sandbox: AWS emulator at http://127.0.0.1:" in captured.err
-    assert "Plan for dev (account 111111111111, us-east-1): 26 to create" in captured.out
+    assert "Plan for dev (account 111111111111, us-east-1): 27 to create" in captured.out
     assert "INFRA_SANDBOX_ACCOUNT" not in os.environ and "AWS_ENDPOINT_URL" not in os.environ
 
 

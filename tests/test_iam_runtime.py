@@ -2,7 +2,9 @@
 and against calls it must never be able to make.
 
 The jobs run for real against the emulator and are captured on the wire (botocore's
-`before-parameter-build`), each labelled with the role that would make it on AWS. Each
+`before-parameter-build`), each labelled with the role that would make it on AWS. A
+delete's resource is gone by the time it is evaluated, so the prune's calls are evaluated
+with the tags their resources had when each call was made (AWS reads them then). Each
 call becomes the IAM requests AWS authorizes for it (`iam_requests`: the action, the exact
 resource ARN, condition keys, and dependent authorizations such as iam:PassRole or
 tag-on-create) and is evaluated (`iam_eval`) against the role's policies and boundary as
@@ -13,19 +15,22 @@ test_flow_results (a real flow run).
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import pytest
+from botocore.exceptions import ClientError
 
-from infra_tasks import discovery, emulator
+from infra_tasks import aws, discovery, emulator
 from infra_tasks.desired import owner_value
 
 from . import test_drift
 from .conftest import P, PROD_ACCOUNT, REGION, boto_maker, clean_prefect, run_cli
 from .iam_capture import recording
 from .iam_eval import Request, evaluate, evaluate_trust, explain_denials
-from .iam_requests import Call, image_push_calls, requests_for
+from .iam_requests import AccountCtx, Call, image_push_calls, requests_for
 from .iam_world import account_ctx, effective_policies, trust_policy
 
 A = PROD_ACCOUNT
@@ -43,16 +48,79 @@ def sub(branch: str, origin: str = ORIGIN, user: str = USER, project: str = PROJ
 
 
 class Jobs:
-    def __init__(self, boto: Any, calls: list[Call]) -> None:
+    def __init__(self, boto: Any, calls: list[Call], tags_when_called: Mapping[str, Mapping[str, str] | None]) -> None:
         self.boto = boto
         self.calls = calls
         self.ctx = account_ctx(boto)
+        now = self.ctx.tags_of
+        self.deletes_ctx = dataclasses.replace(
+            self.ctx, tags_of=lambda arn: tags_when_called[arn] if arn in tags_when_called else now(arn))
 
     def of(self, principal: str) -> list[Call]:
         return [c for c in self.calls if c.principal == principal]
 
     def requests(self, principal: str) -> list[Request]:
-        return [r for c in self.of(principal) for r in requests_for(c, self.ctx)]
+        ctx = self.deletes_ctx if principal == PRUNE else self.ctx
+        return [r for c in self.of(principal) for r in requests_for(c, ctx)]
+
+
+PRUNE = f"{P}-infra-prune"
+
+
+def tags_now(boto: Any, ctx: AccountCtx) -> Any:
+    """A resource's tags by ARN, read now: also roles, queues and rules (the world's
+    reader knows security groups and ECS resources)."""
+    iam, sqs, events = boto("iam"), boto("sqs"), boto("events")
+
+    def read(arn: str) -> Mapping[str, str] | None:
+        kind = arn.split(":")[2]
+        name = arn.rsplit("/", 1)[-1] if kind != "sqs" else arn.rsplit(":", 1)[-1]
+        try:
+            if kind == "iam" and ":role/" in arn:
+                return {t["Key"]: t["Value"] for t in iam.list_role_tags(RoleName=name)["Tags"]}
+            if kind == "sqs":
+                return sqs.list_queue_tags(QueueUrl=sqs.get_queue_url(QueueName=name)["QueueUrl"]).get("Tags", {})
+            if kind == "events":
+                return {t["Key"]: t["Value"] for t in events.list_tags_for_resource(ResourceARN=arn)["Tags"]}
+        except ClientError:
+            return None
+        return ctx.tags_of(arn) if ctx.tags_of else None
+    return read
+
+
+@contextlib.contextmanager
+def tags_when_called(boto: Any) -> Iterator[dict[str, Mapping[str, str] | None]]:
+    """The tags of every resource each call in this block addresses, read as the call is
+    made (before it is sent), by ARN: what AWS sees when it authorizes a delete."""
+    seen: dict[str, Mapping[str, str] | None] = {}
+    ctx = account_ctx(boto)
+    read = tags_now(boto, ctx)
+
+    def remember(arn: str) -> Mapping[str, str] | None:
+        if arn not in seen:
+            seen[arn] = read(arn)
+        return seen[arn]
+
+    reading = dataclasses.replace(ctx, tags_of=remember, lookup=None)  # the ARNs are enough to find the tags
+
+    def hook(model: Any = None, params: Any = None, **_: Any) -> None:
+        requests_for(Call("", model.service_model.service_name, model.name,
+                          json.loads(json.dumps(params, default=str))), reading)
+    aws.add_handler("before-parameter-build", hook)
+    try:
+        yield seen
+    finally:
+        aws.remove_handler(hook)
+
+
+def prune_staging() -> None:
+    """What the infra-prune flow runs after approval (the drift check's --prune too) once
+    the configuration no longer has the staging type; without the Prefect lock."""
+    from flows.teardown import teardown_infra
+
+    overrides = {"environments": {"production": {"deployment_types": ["main"]}}}
+    result = teardown_infra(env="production", overrides=overrides, include_prefect=False, unmanaged_only=True)
+    assert len(result["deleted"]) == 12, result
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +145,9 @@ def jobs(moto_url: str, prefect_api: None) -> Iterator[Jobs]:
             assert run_cli("--env", "production", "--yes", "--no-prefect", "--set", "agent.cpu=2048",
                            "--set", "agent.memory=4096", "--set", "agent.max_count=3",
                            "--set", "logs.retention_days=60") == 0
+        with rec.acting_as(PRUNE), tags_when_called(boto) as tags:  # staging no longer configured: pruned
+            prune_staging()
+        assert run_cli("--env", "production", "--yes", "--no-prefect") == 0  # an administrator puts it back
         iam = boto("iam")
         iam.update_assume_role_policy(RoleName=f"{P}-staging-flow-exec", PolicyDocument=json.dumps({
             "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"},
@@ -87,7 +158,7 @@ def jobs(moto_url: str, prefect_api: None) -> Iterator[Jobs]:
         with rec.acting_as(f"{P}-ci-deploy"):  # CI's apply: a trust repair, a re-created role and bucket
             assert run_cli("--env", "production", "--yes", "--no-prefect") == 0
             assert run_cli("--env", "production", "--plan", "--no-prefect") == 0
-        yield Jobs(boto, list(rec.calls))
+        yield Jobs(boto, list(rec.calls), tags)
 
 
 def assert_allowed(jobs: Jobs, role: str, requests: list[Request], policies_of: str | None = None) -> None:
@@ -125,6 +196,19 @@ def test_ci_deploy_recreates_runtime_roles_and_repairs_trust(jobs: Jobs) -> None
     assert_allowed(jobs, f"{P}-ci-deploy", reqs)
 
 
+def test_prune_role_deletes_what_is_no_longer_configured(jobs: Jobs) -> None:
+    reqs = jobs.requests(PRUNE)
+    deletes = [r for r in reqs if not r.action.split(":")[1].startswith(("Get", "List", "Describe"))]
+    # Every delete the staging type's non-data resources need, and nothing else.
+    assert {r.action for r in deletes} == {
+        "iam:DeleteRolePolicy", "iam:DeleteRole", "sqs:DeleteQueue", "events:RemoveTargets", "events:DeleteRule",
+        "ecs:UpdateService", "ecs:DeleteService", "ecs:DeleteCluster", "ec2:DeleteSecurityGroup",
+        "ecs:DeregisterTaskDefinition"}
+    assert [r for r in deletes if f"{P}-staging" not in r.resource and r.action not in (
+        "ec2:DeleteSecurityGroup", "ecs:DeregisterTaskDefinition")] == []
+    assert_allowed(jobs, PRUNE, reqs)
+
+
 def test_ci_push_can_push_images(jobs: Jobs) -> None:
     calls = image_push_calls(f"{P}-ci-push", P)
     assert_allowed(jobs, f"{P}-ci-push", [r for c in calls for r in requests_for(c, jobs.ctx)])
@@ -141,6 +225,8 @@ MAIN_CLUSTER = f"arn:aws:ecs:{REGION}:{A}:cluster/{P}-main"
 FOREIGN_SG = f"arn:aws:ec2:{REGION}:{A}:security-group/sg-0123456789abcdef0"
 ADMIN_POLICY = "arn:aws:iam::aws:policy/AdministratorAccess"
 PASS = {"iam:PassedToService": "ecs-tasks.amazonaws.com"}
+# What a resource of this environment carries (aws:ResourceTag/* as AWS supplies it).
+OURS = {"aws:ResourceTag/managed-by": OWNER, "aws:ResourceTag/environment": "production"}
 EVERYONE_DENIED = [
     _r("secretsmanager:GetSecretValue", f"arn:aws:secretsmanager:{REGION}:{A}:secret:other/secret-AbCdEf"),
     _r("iam:AttachRolePolicy", f"{ARN}:role/{P}-main-flow-task", **{"iam:PolicyARN": ADMIN_POLICY}),
@@ -225,6 +311,31 @@ PROBES: dict[str, list[Request]] = {
         _r("ecs:UpdateService", f"arn:aws:ecs:{REGION}:{A}:service/{P}-main/{P}-main-agent",
            **{"ecs:cluster": MAIN_CLUSTER}),
         _r("s3:GetObject", f"arn:aws:s3:::{P}-main-flows-{A}/x"),
+    ],
+    PRUNE: [
+        # Only a runtime role's name: never a control-plane role, even carrying our tags.
+        *(_r("iam:DeleteRole", f"{ARN}:role/{P}-{r}", **OURS) for r in ("ci-deploy", "infra-write", "infra-prune")),
+        _r("iam:DeleteRolePolicy", f"{ARN}:role/{P}-infra-read", **OURS),
+        _r("iam:DeletePolicy", f"{ARN}:policy/{P}-staging-runtime-boundary", **OURS),
+        _r("iam:DeleteOpenIDConnectProvider", f"{ARN}:oidc-provider/{HOST}", **OURS),
+        # No data: bucket, objects, log groups, registry, secret.
+        _r("s3:DeleteBucket", f"arn:aws:s3:::{P}-staging-flows-{A}", **OURS),
+        _r("s3:DeleteObject", f"arn:aws:s3:::{P}-staging-flows-{A}/results/x"),
+        _r("logs:DeleteLogGroup", f"arn:aws:logs:{REGION}:{A}:log-group:/ecs/{P}-staging/flows:log-stream:", **OURS),
+        _r("ecr:DeleteRepository", f"arn:aws:ecr:{REGION}:{A}:repository/{P}", **OURS),
+        _r("secretsmanager:DeleteSecret",
+           f"arn:aws:secretsmanager:{REGION}:{A}:secret:{P}/prefect-credentials-AbCdEf", **OURS),
+        # Another owner's, another environment's or untagged: even where the name is ours.
+        _r("sqs:DeleteQueue", f"arn:aws:sqs:{REGION}:{A}:{P}-staging-ecs-events",
+           **{**OURS, "aws:ResourceTag/managed-by": "someone-else"}),
+        _r("ecs:DeleteCluster", STAGING_CLUSTER, **{**OURS, "aws:ResourceTag/environment": "dev"}),
+        _r("iam:DeleteRole", f"{ARN}:role/{P}-staging-flow-task"),
+        _r("ec2:DeleteSecurityGroup", FOREIGN_SG),
+        _r("events:DeleteRule", f"arn:aws:events:{REGION}:{A}:rule/other-team-rule", **OURS),
+        # Deletes only: no writes that widen or redirect.
+        _r("iam:PutRolePolicy", f"{ARN}:role/{P}-staging-agent-task", **OURS),
+        _r("iam:PassRole", f"{ARN}:role/{P}-main-flow-task", **PASS),
+        _r("ecs:CreateService", f"arn:aws:ecs:{REGION}:{A}:service/{P}-main/x", **{"ecs:cluster": MAIN_CLUSTER}),
     ],
     f"{P}-ci-plan": [
         _r("s3:PutBucketVersioning", f"arn:aws:s3:::{P}-main-flows-{A}"),

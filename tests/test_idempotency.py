@@ -54,7 +54,7 @@ def test_every_kind_is_planned_applied_and_then_quiet(four_steps) -> None:
 
 def test_plan_exit_codes(bootstrap, capsys) -> None:
     assert bootstrap("--plan") == 2
-    assert "44 to create" in capsys.readouterr().out
+    assert "45 to create" in capsys.readouterr().out
     assert aws.CALLS.mutating() == []  # a plan never mutates
     assert bootstrap("--yes") == 0
     assert bootstrap("--plan") == 0

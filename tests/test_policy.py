@@ -106,8 +106,8 @@ def test_generated_policies_pass_parliament_without_errors(cfg, monkeypatch) -> 
                 docs.update({f"{env_name}:{r.name}/{n}": d for n, d in r.props["inline_policies"].items()})
             elif r.kind == "iam.policy":
                 docs[f"{env_name}:{r.name}"] = r.props["document"]
-    # 6 control-plane policies per account; 4 runtime roles and a boundary per deployment type.
-    assert len(docs) == 2 * 6 + 3 * 5
+    # 7 control-plane policies per account; 4 runtime roles and a boundary per deployment type.
+    assert len(docs) == 2 * 7 + 3 * 5
     for name, doc in docs.items():
         findings = parliament.analyze_policy_string(json.dumps(doc)).findings
         bad = [f for f in findings if f.issue in ("UNKNOWN_ACTION", "UNKNOWN_PREFIX", "MALFORMED", "INVALID_ARN",

@@ -18,7 +18,7 @@ def test_drift_check_in_sync_then_each_kind_of_drift(prefect_stack) -> None:
     state, report = run_drift()
     assert state.is_completed(), report.text()
     assert {f.status for f in report.findings} == {Status.IN_SYNC}
-    assert len(report.findings) == 54
+    assert len(report.findings) == 56
     logs = prefect_stack("logs")
     logs.put_retention_policy(logGroupName=f"/ecs/{P}-main/agent", retentionInDays=7)     # changed property
     logs.delete_log_group(logGroupName=f"/ecs/{P}-staging/flows")                         # deleted resource

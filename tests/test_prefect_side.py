@@ -313,7 +313,7 @@ def test_rerun_no_duplicates_and_person_edits_kept(prefect_stack, bootstrap, cap
         assert d["cpu"] == 1024 and d["family"] == "team-family"
         assert pool.base_job_template["job_configuration"]["stream_output"] is True
         assert len([p for p in c.read_work_pools() if p.name.startswith(P)]) == 3
-        assert len(c.read_deployments()) == 2
+        assert len(c.read_deployments()) == 3
     PREFECT_CALLS.reset()
     aws.CALLS.reset()
     assert bootstrap("--yes", prefect=True) == 0

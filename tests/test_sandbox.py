@@ -81,7 +81,7 @@ def test_sandbox_schedules_drift_check_and_applies_an_approved_update(tmp_path) 
                 failed = [r for r in runs if r.state and r.state.is_failed()]
                 assert not failed, (failed[0].state.message, output())
                 time.sleep(2)
-            assert "54 IN_SYNC" in done[0].state.message
+            assert "56 IN_SYNC" in done[0].state.message
             assert c.read_artifacts()  # the drift table and summary
             # An update triggered through the API pauses for approval and applies after resume.
             run = run_deployment(f"infra-update/{P}-production-infra-update", timeout=0, parameters={

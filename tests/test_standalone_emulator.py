@@ -79,6 +79,6 @@ def test_bootstrap_rerun_plan_and_drift_check_against_moto_server(standalone, ca
     assert run_cli(*common, "--plan") == 0
     assert drift_check.main(["--env", "dev", "--endpoint-url", standalone, *account]) == 0
     out = capsys.readouterr().out
-    assert "32 IN_SYNC, 0 MODIFIED, 0 DELETED, 0 UNMANAGED, 0 NOT_CHECKED" in out
+    assert "34 IN_SYNC, 0 MODIFIED, 0 DELETED, 0 UNMANAGED, 0 NOT_CHECKED" in out
     assert "In sync: everything matches the configuration." in out
     assert "AWS_ENDPOINT_URL" not in os.environ

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from deployments.flows import load_flows, load_manifest, parse_manifest, DEFAULT_MANIFEST
-from infra_tasks.management import DRIFT_CHECK, INFRA_UPDATE, deployment_name
+from infra_tasks.management import MANAGEMENT, deployment_name
 from infra_tasks.config import load_config
 
 from .iam_eval import explain_denials
@@ -64,14 +64,17 @@ def expected_runs() -> dict[str, dict[str, Any]]:
                 out[f"{flows[spec.name].name}/{spec.name}-{t}"] = {
                     **base, "cpu": spec.cpu or CFG.flows.cpu, "memory": spec.memory or CFG.flows.memory}
         out[f"hello/{DEFAULTS_DEPLOYMENT}-{P}-{t}"] = base
-    for spec, task_role in ((DRIFT_CHECK, f"{P}-infra-read"), (INFRA_UPDATE, f"{P}-infra-write")):
+    task_roles = {"drift-check": "infra-read", "infra-update": "infra-write", "infra-prune": "infra-prune"}
+    assert sorted(task_roles) == sorted(spec.flow_name for spec in MANAGEMENT)
+    for spec in MANAGEMENT:
         out[deployment_name(spec, P, ENV_NAME)] = dict(
-            type=MGMT_TYPE, pool=f"{P}-{MGMT_TYPE}", task_role=role(task_role), cpu=CFG.flows.cpu,
-            memory=CFG.flows.memory, image=IMAGE, management=True)
+            type=MGMT_TYPE, pool=f"{P}-{MGMT_TYPE}", task_role=role(f"{P}-{task_roles[spec.flow_name]}"),
+            cpu=CFG.flows.cpu, memory=CFG.flows.memory, image=IMAGE, management=True)
     return out
 
 
 EXPECTED = expected_runs()
+MANAGEMENT_ROLES = (f"{P}-infra-read", f"{P}-infra-write", f"{P}-infra-prune")
 
 
 def env_of(container: dict[str, Any]) -> dict[str, str]:
@@ -194,7 +197,7 @@ def test_task_definitions_point_at_provisioned_resources(worker_run: WorkerRun) 
             check(problems, f"role {r}", worker_run.roles.get(r), role(r))
         if f"/ecs/{P}-{t}/flows" not in worker_run.log_groups:
             problems.append(f"log group /ecs/{P}-{t}/flows does not exist: {worker_run.log_groups}")
-    for r in (f"{P}-infra-read", f"{P}-infra-write"):
+    for r in MANAGEMENT_ROLES:
         check(problems, f"role {r}", worker_run.roles.get(r), role(r))
     check(problems, "image in ECR (describe_images)", worker_run.ecr_images.get(IMAGE), [worker_run.image_digest])
     assert worker_run.secret_arn.startswith(f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{P}/prefect-credentials-")
@@ -275,7 +278,7 @@ def test_worker_aws_calls(worker_run: WorkerRun, worker_calls: list[dict[str, An
         passed |= {r["overrides"]["taskRoleArn"] for r in run_tasks}
         want = {role(f"{P}-{t}-flow-exec"), role(f"{P}-{t}-flow-task")}
         if t == MGMT_TYPE:
-            want |= {role(f"{P}-infra-read"), role(f"{P}-infra-write")}
+            want |= {role(r) for r in MANAGEMENT_ROLES}
         assert passed == want, pool.name
 
 
@@ -318,7 +321,7 @@ def test_execution_roles_allow_ecs_to_start_every_launched_task(worker_run: Any)
     from .iam_requests import AccountCtx, task_start_calls
 
     ctx = AccountCtx(worker_run.account, worker_run.region)
-    assert len(worker_run.runs) == 6
+    assert len(worker_run.runs) == 7
     for run in worker_run.runs:
         td = run.task_definition
         role = td["executionRoleArn"].rsplit("/", 1)[1]

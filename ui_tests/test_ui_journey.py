@@ -37,6 +37,7 @@ P = "data-flows"
 ENV = "production"
 DRIFT_CHECK = f"{P}-{ENV}-drift-check"  # the management deployments, named for what they are
 INFRA_UPDATE = f"{P}-{ENV}-infra-update"
+INFRA_PRUNE = f"{P}-{ENV}-infra-prune"
 SECONDS = 1000  # Playwright timeouts are in milliseconds
 
 
@@ -236,6 +237,7 @@ def _journey(j: Journey, api: str) -> None:
     # The list shows each deployment's name large (the flow's only in small print): they differ.
     j.text(DRIFT_CHECK, exact=True)
     j.text(INFRA_UPDATE, exact=True)
+    j.text(INFRA_PRUNE, exact=True)
     j.shot("deployments")
     deadline = time.monotonic() + 180
     while True:
@@ -251,7 +253,7 @@ def _journey(j: Journey, api: str) -> None:
     j.shot("drift-check-deployment")
     j.page.get_by_role("link", name=runs[0]["name"], exact=True).first.click()
     j.text("auto-scheduled", exact=True)
-    j.text(re.compile(r"Drift check of production: 54 IN_SYNC, 0 MODIFIED, 0 DELETED"))
+    j.text(re.compile(r"Drift check of production: 56 IN_SYNC, 0 MODIFIED, 0 DELETED"))
     j.shot("drift-check-run")
     j.text("Artifacts", exact=True).click()
     j.text(f"drift-{ENV}", exact=True)
