@@ -106,6 +106,44 @@ def test_deployment_runs_on_the_agent_pool_with_the_prune_role(cfg) -> None:
     assert sorted(fields) == ["dry_run", "environment"] and fields["dry_run"]["default"] is False
 
 
+# --- pure: what the infra-prune role may delete, as the run checks it before asking ----------------
+
+def _change(kind: str, name: str, action: str = "delete", **ident: str) -> Any:
+    from infra_tasks.model import Action, Change, Resource
+
+    return Change(Resource(kind, name, {}, ident=ident), Action(action), "")
+
+
+BEYOND = [
+    # kind, name, action, ident, refused with
+    ("iam.role", f"{STAGING}-agent-task", "delete", {}, None),
+    ("iam.role", f"{P}-dev-flow-exec", "delete", {}, None),  # any type the configuration may name
+    ("ecs.service", f"{STAGING}-agent", "delete", {"cluster": STAGING}, None),
+    ("ec2.security_group", "anything", "delete", {}, None),  # by its tags alone: AWS assigns the id
+    ("ecs.task_definition", f"{STAGING}-agent", "delete", {}, None),
+    ("iam.role", f"{P}-ci-deploy", "delete", {}, "not a name a deployment type's iam.role has"),
+    ("iam.role", f"{P}-infra-prune", "delete", {}, "not a name a deployment type's iam.role has"),
+    ("ecs.service", f"{STAGING}-agent", "delete", {"cluster": "other"}, "not a name a deployment type's ecs"),
+    ("sqs.queue", f"{P}-legacy-queue", "delete", {}, "not a name a deployment type's sqs.queue has"),
+    ("s3.bucket", f"{STAGING}-flows-{PROD_ACCOUNT}", "delete", {}, "infra-prune does not delete a s3.bucket"),
+    ("logs.group", f"/ecs/{STAGING}/flows", "delete", {}, "infra-prune does not delete a logs.group"),
+    ("iam.policy", f"{STAGING}-runtime-boundary", "delete", {}, "infra-prune does not delete a iam.policy"),
+    ("iam.oidc_provider", "oidc.circleci.com/org/x", "delete", {}, "infra-prune does not delete a iam.oidc"),
+    ("sqs.queue", f"{STAGING}-ecs-events", "update", {}, "infra-prune only deletes"),
+    ("s3.bucket", f"{STAGING}-flows-{PROD_ACCOUNT}", "keep", {}, None),
+]
+
+
+@pytest.mark.parametrize("kind,name,action,ident,refused", BEYOND, ids=[f"{b[2]}-{b[0]}-{b[1]}" for b in BEYOND])
+def test_what_the_prune_role_may_delete(cfg, kind, name, action, ident, refused) -> None:
+    from infra_tasks.iam_policies import beyond_role
+    from infra_tasks.names import Account
+
+    why = beyond_role(_change(kind, name, action, **ident), Account(cfg, "production", PROD_ACCOUNT, REGION),
+                      "infra-prune")
+    assert (why is None) if refused is None else (why or "").startswith(f"{kind}/{name}: {refused}"), why
+
+
 # --- on the shared stack: nothing is deleted --------------------------------------------------
 
 def test_drift_check_names_both_routes_and_the_dry_run_deletes_nothing(shared, only_main) -> None:
@@ -138,6 +176,25 @@ def test_nothing_to_prune_completes_at_once(shared) -> None:
     assert state.is_completed(), state.message
     assert state.message == (f"nothing to prune in production: no resource that is no longer configured is left to "
                              f"delete; 0 kept (plan: artifact {ARTIFACT})")
+    assert aws.CALLS.mutating() == []
+
+
+def test_what_its_role_may_not_delete_fails_before_asking(shared) -> None:
+    """Ours and UNMANAGED, but not named as a deployment type's queue: the role may not
+    delete it (on AWS: AccessDenied half-way), so the run fails before anyone is asked."""
+    sqs = shared("sqs")
+    url = sqs.create_queue(QueueName=f"{P}-legacy-queue", tags={
+        "managed-by": f"prefect-aws-stack/{P}", "environment": "production"})["QueueUrl"]
+    try:
+        aws.CALLS.reset()
+        state = prune(str(ROOT / "infra.toml"))
+    finally:
+        sqs.delete_queue(QueueUrl=url)
+    assert state.is_failed(), state
+    assert state.message == (f"nothing was deleted; infra-prune cannot delete this plan: sqs.queue/{P}-legacy-queue: "
+                             f"not a name a deployment type's sqs.queue has ({P}-T-…), so infra-prune may not delete "
+                             f"it. An administrator can: python -m flows.drift_check --env production --prune (plan: "
+                             f"artifact {ARTIFACT})")
     assert aws.CALLS.mutating() == []
 
 
