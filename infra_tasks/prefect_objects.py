@@ -10,7 +10,9 @@ PREFECT_API_URL). Writes are counted in `PREFECT_CALLS` like AWS calls are.
 from __future__ import annotations
 
 import copy
-from typing import Any
+import functools
+import threading
+from typing import Any, Callable
 
 # Imported here, once, in the importing (main) thread: a first import of prefect_aws
 # from several reader or apply threads at once can fail in one of them, which removes
@@ -98,7 +100,32 @@ def with_defaults(template: dict[str, Any], defaults: dict[str, Any]) -> dict[st
     return out
 
 
-class WorkPoolHandler(Handler):
+_WRITES = threading.RLock()  # re-entrant: an update may be a create (blocks)
+
+
+class PrefectHandler(Handler):
+    """A Prefect object's handler: its writes (create, update, replace, delete) run one
+    at a time in this process. A Prefect server on SQLite (the sandbox's, a laptop's)
+    answers a write that meets another one with 503, and the client then backs off for
+    2, 4, 8 ... seconds: parallel writes made a cold bootstrap wait several times longer
+    than its writes take. Reads stay parallel; AWS changes are not affected."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in ("create", "update", "replace", "delete"):
+            if name in vars(cls):
+                setattr(cls, name, _one_at_a_time(vars(cls)[name]))
+
+
+def _one_at_a_time(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def write(*args: Any, **kwargs: Any) -> Any:
+        with _WRITES:
+            return method(*args, **kwargs)
+    return write
+
+
+class WorkPoolHandler(PrefectHandler):
     kind = "prefect.work_pool"
     taggable = False  # pools carry no tags; a pool with our name is upserted, never replaced
     replace_paths = ("type",)
@@ -175,7 +202,7 @@ def _block_class(slug: str) -> Any:
     return {"aws-credentials": AwsCredentials, "s3-bucket": S3Bucket}[slug]
 
 
-class BlockHandler(Handler):
+class BlockHandler(PrefectHandler):
     """`res.name` is `{block-type-slug}/{block name}`."""
 
     kind = "prefect.block"
@@ -226,7 +253,7 @@ class BlockHandler(Handler):
 
 # --- the global concurrency limit ----------------------------------------------------------
 
-class ConcurrencyLimitHandler(Handler):
+class ConcurrencyLimitHandler(PrefectHandler):
     kind = "prefect.concurrency_limit"
     taggable = False
 
@@ -276,7 +303,7 @@ def _fields(props: dict[str, Any]) -> tuple[str, ...]:
     return (*DEPLOYMENT_FIELDS, *(f for f in OPTIONAL_FIELDS if f in props))
 
 
-class DeploymentHandler(Handler):
+class DeploymentHandler(PrefectHandler):
     """`res.name` is `{flow name}/{deployment name}`."""
 
     kind = "prefect.deployment"
@@ -388,7 +415,7 @@ def normalise_actions(actions: list[dict[str, Any]], block_refs: dict[str, str])
     return out
 
 
-class AutomationHandler(Handler):
+class AutomationHandler(PrefectHandler):
     """`res.name` is the automation's name (unique by our convention: Prefect allows
     several automations of one name; the first is ours, others are left alone).
     `res.ident["config_key"]` names the setting the notification block comes from."""
@@ -456,7 +483,7 @@ class AutomationHandler(Handler):
 
 # --- variables (read and deleted only: the lock's holder, the approved overrides) ---------------
 
-class VariableHandler(Handler):
+class VariableHandler(PrefectHandler):
     """Variables are written by their owners (`lock`, `overrides`); a teardown reads and
     deletes them. `res.ident["data"]`: the variable records something people decided (the
     UI-approved overrides), kept unless --delete-data."""
