@@ -151,6 +151,7 @@ def infra_prune(request: PruneRequest, config_path: str = "", approval_timeout: 
     if not done.is_completed():
         return outcome(Failed(message=done.message or "the deletion failed; see the infra-teardown run"))
     result = done.result()
-    return Completed(message=f"deleted {len(result['deleted'])} resources no longer configured in {env}; kept "
+    n = len(result["deleted"])
+    return Completed(message=f"deleted {n} resource{'s' if n != 1 else ''} no longer configured in {env}; kept "
                              f"{len(result['kept'])} (data: only an administrator deletes it, with "
                              f"{admin_route(env, data=True)})")
