@@ -16,7 +16,11 @@ from prefect.exceptions import CancelledRun, FailedRun
 from prefect.input import RunInput, keyset_from_paused_state
 from prefect.states import Cancelled, Paused, Running, State
 
+from flows.apply import refusals
+from infra_tasks.config import InfraConfig
+from infra_tasks.facts import Facts
 from infra_tasks.model import Plan
+from infra_tasks.names import Account
 
 # --- expected outcomes: a state with one message, no traceback ---------------------------
 
@@ -45,6 +49,12 @@ def outcome(state: State) -> State:
 
 
 # --- what the person sees ------------------------------------------------------------------
+
+def refused(plan: Plan, cfg: InfraConfig, facts: Facts, role: str) -> list[str]:
+    """What the run's `role` may not do of `plan` (on AWS: AccessDenied half-way) and what
+    blocks it: checked before anyone is asked to approve."""
+    return refusals(plan, Account(cfg, plan.environment, facts.account_id, facts.region, facts.partition), role)
+
 
 def changes_markdown(plan: Plan, limit: int = 80) -> str:
     """The pending changes as a markdown list, one resource per item and one property per

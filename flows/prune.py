@@ -31,8 +31,7 @@ from prefect.input import RunInput
 from prefect.states import Cancelled, Completed, Failed, State
 from pydantic import BaseModel, ConfigDict, Field
 
-from flows.apply import refusals
-from flows.approval import ask, changes_markdown, outcome, paused_message
+from flows.approval import ask, changes_markdown, outcome, paused_message, refused
 from flows.teardown import teardown_infra
 from infra_tasks import teardown
 from infra_tasks.aws import InfraError
@@ -41,7 +40,6 @@ from infra_tasks.effective import effective_config
 from infra_tasks.facts import gather_facts
 from infra_tasks.management import INFRA_PRUNE
 from infra_tasks.model import Action, Plan
-from infra_tasks.names import Account
 
 ROLE = INFRA_PRUNE.role  # infra-prune: the role its runs have (its deployment's task role)
 
@@ -116,10 +114,7 @@ def infra_prune(request: PruneRequest, config_path: str = "", approval_timeout: 
     if request.dry_run:
         return Completed(message=f"dry run: {len(plan.pending)} to delete, {kept} kept; nothing was deleted (plan: "
                                  f"artifact {artifact})")
-    # Refused here, before anyone is asked: what the infra-prune role may not delete (on
-    # AWS it would fail half-way with AccessDenied) and what blocks a deletion.
-    acct = Account(cfg, env, facts.account_id, facts.region, facts.partition)
-    problems = refusals(plan, acct, ROLE)
+    problems = refused(plan, cfg, facts, ROLE)  # what infra-prune may not delete, what blocks a deletion
     if problems:
         return outcome(Failed(message=f"nothing was deleted; infra-prune cannot delete this plan: "
                                       f"{'; '.join(problems)}. An administrator can: {admin_route(env)} (plan: "

@@ -27,8 +27,8 @@ from prefect.input import RunInput
 from prefect.states import Completed, Failed, State
 from pydantic import BaseModel, ConfigDict, Field
 
-from flows.apply import PlanChanged, apply_locked, refusals
-from flows.approval import ask, changes_markdown, outcome, paused_message
+from flows.apply import PlanChanged, apply_locked
+from flows.approval import ask, changes_markdown, outcome, paused_message, refused
 from infra_tasks import engine
 from infra_tasks import overrides as persisted
 from infra_tasks.aws import InfraError
@@ -36,7 +36,6 @@ from infra_tasks.config import FARGATE_MEMORY, ConfigError, deep_merge, load_con
 from infra_tasks.facts import gather_facts
 from infra_tasks.management import INFRA_UPDATE
 from infra_tasks.model import Action, Plan
-from infra_tasks.names import Account
 from infra_tasks.render import render_text
 
 ROLE = INFRA_UPDATE.role  # infra-write: the role infra-update runs as (its deployment's task role)
@@ -215,8 +214,7 @@ def infra_update(request: UpdateRequest, config_path: str = "", approval_timeout
                                  f"{artifact}).{note}")
     # infra-update runs with the infra-write role: what it may not change is refused here,
     # before anyone is asked to approve (on AWS the plan marks it too, from the caller).
-    acct = Account(cfg, env, facts.account_id, facts.region, facts.partition)
-    problems = refusals(plan, acct, ROLE)
+    problems = refused(plan, cfg, facts, ROLE)
     if problems:
         return outcome(Failed(message="nothing was changed; infra-update cannot apply this plan: "
                                       + "; ".join(problems) + f" (plan: artifact {artifact})"))
