@@ -256,8 +256,12 @@ def infra_write(a: Account, owner: str) -> dict[str, Any]:
               sid="EcsServiceLinkedRoles", condition={"StringEquals": {"iam:AWSServiceName": [
                   "ecs.amazonaws.com", "ecs.application-autoscaling.amazonaws.com"]}}),
         # Security-group ids are assigned by AWS: ownership is the tag, set in the create call.
-        allow(["ec2:CreateSecurityGroup"], [a.arn("ec2", "security-group/*"), a.arn("ec2", "vpc/*")],
-              sid="CreateOwnSecurityGroups", condition={"StringEquals": {"aws:RequestTag/managed-by": owner}}),
+        # CreateSecurityGroup is authorized on the new group and on its VPC; the VPC half
+        # has no request tags (the SAR lists aws:RequestTag for the group only), so it has
+        # its own statement: one with the tag condition on both would deny every create.
+        allow(["ec2:CreateSecurityGroup"], a.arn("ec2", "security-group/*"), sid="CreateOwnSecurityGroups",
+              condition={"StringEquals": {"aws:RequestTag/managed-by": owner}}),
+        allow(["ec2:CreateSecurityGroup"], a.arn("ec2", "vpc/*"), sid="SecurityGroupsInVpcs"),
         allow(["ec2:CreateTags"], a.arn("ec2", "security-group/*"), sid="TagOnCreateSecurityGroup",
               condition={"StringEquals": {"ec2:CreateAction": "CreateSecurityGroup"}}),
         allow(["ec2:CreateTags", "ec2:AuthorizeSecurityGroupEgress", "ec2:RevokeSecurityGroupEgress",

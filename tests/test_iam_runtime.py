@@ -147,7 +147,8 @@ def jobs(moto_url: str, prefect_api: None) -> Iterator[Jobs]:
                            "--set", "logs.retention_days=60") == 0
         with rec.acting_as(PRUNE), tags_when_called(boto) as tags:  # staging no longer configured: pruned
             prune_staging()
-        assert run_cli("--env", "production", "--yes", "--no-prefect") == 0  # an administrator puts it back
+        with rec.acting_as(f"{P}-ci-deploy"):  # staging configured again: CI's apply re-creates it
+            assert run_cli("--env", "production", "--yes", "--no-prefect") == 0
         iam = boto("iam")
         iam.update_assume_role_policy(RoleName=f"{P}-staging-flow-exec", PolicyDocument=json.dumps({
             "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"},
@@ -192,7 +193,13 @@ def test_write_role_repairs_every_kind_of_drift_and_applies_updates(jobs: Jobs) 
 def test_ci_deploy_recreates_runtime_roles_and_repairs_trust(jobs: Jobs) -> None:
     reqs = jobs.requests(f"{P}-ci-deploy")
     assert {r.action for r in reqs} >= {"iam:CreateRole", "iam:UpdateAssumeRolePolicy", "iam:PutRolePolicy",
-                                        "iam:TagRole", "s3:CreateBucket", "s3:TagResource"}
+                                        "iam:TagRole", "s3:CreateBucket", "s3:TagResource",
+                                        # the pruned type's security groups, service and queues, re-created
+                                        "ec2:CreateSecurityGroup", "ecs:CreateService", "ecs:CreateCluster",
+                                        "sqs:CreateQueue", "events:PutTargets"}
+    # The security group's create is authorized on the new group (with its tags) and on its VPC.
+    assert {r.resource.split(":")[-1].split("/")[0] for r in reqs if r.action == "ec2:CreateSecurityGroup"} == {
+        "security-group", "vpc"}
     assert_allowed(jobs, f"{P}-ci-deploy", reqs)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -108,8 +109,26 @@ def test_generated_policies_pass_parliament_without_errors(cfg, monkeypatch) -> 
                 docs[f"{env_name}:{r.name}"] = r.props["document"]
     # 7 control-plane policies per account; 4 runtime roles and a boundary per deployment type.
     assert len(docs) == 2 * 7 + 3 * 5
+    # parliament reports a statement whose resources are all of an action's optional
+    # resource type as RESOURCE_MISMATCH, although the SAR it ships lists that type for the
+    # action: CreateSecurityGroup on vpc/* alone (the VPC half of the authorization, which
+    # cannot carry the group's request-tag condition: see iam_policies.infra_write).
+    from .iam_requests import sar
+
+    (create_sg,) = [p for p in sar()["ec2"]["privileges"] if p["privilege"] == "CreateSecurityGroup"]
+    assert "vpc" in {t["resource_type"] for t in create_sg["resource_types"]}
+    optional_type = {("ec2:CreateSecurityGroup", "arn:*:ec2:*:*:security-group/*")}
+
+    def false_positive(f: Any) -> bool:
+        return f.issue == "RESOURCE_MISMATCH" and all(
+            (d["action"], d["required_format"]) in optional_type for d in f.detail)
+
+    vpc_statements = 0
     for name, doc in docs.items():
         findings = parliament.analyze_policy_string(json.dumps(doc)).findings
+        vpc_statements += sum(1 for f in findings if false_positive(f))
         bad = [f for f in findings if f.issue in ("UNKNOWN_ACTION", "UNKNOWN_PREFIX", "MALFORMED", "INVALID_ARN",
-                                                   "UNKNOWN_OPERATOR", "RESOURCE_MISMATCH")]
+                                                   "UNKNOWN_OPERATOR", "RESOURCE_MISMATCH") and not false_positive(f)]
         assert not bad, f"{name}: {[(f.issue, f.detail) for f in bad]}"
+    # infra-write's, and ci-deploy's copy of it, in both accounts: nothing else is excused.
+    assert vpc_statements == 2 * 2
