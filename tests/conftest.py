@@ -302,7 +302,8 @@ def worker_calls(worker_run: Any) -> list[dict[str, Any]]:
 # the others are nearly done. The rest follow in their usual order. Re-rank from the
 # durations CI prints when the suite's shape changes.
 SLOW_FIRST = (
-    "test_sandbox.py", "test_worker_runtime.py", "test_teardown.py", "test_drift.py", "test_crash_recovery.py", "test_prefect_side.py",
+    "test_sandbox.py", "test_worker_runtime.py", "test_teardown.py", "test_prune_ui.py", "test_drift.py",
+    "test_crash_recovery.py", "test_prefect_side.py",
     "test_faults.py", "test_prefect_drift_update.py", "test_crash_recovery_prefect.py", "test_bootstrap.py",
     "test_alerts.py", "test_pipeline_deploy.py", "test_iam_runtime.py", "test_iam_requests.py",
 )
