@@ -7,9 +7,9 @@ from __future__ import annotations
 def clean_prefect_api() -> None:
     """Delete deployments, work pools (but the default ones), blocks, global concurrency
     limits, variables and automations."""
-    from prefect.client.orchestration import get_client
+    from infra_tasks.prefect_client import sync_client
 
-    with get_client(sync_client=True) as c:
+    with sync_client() as c:
         for d in c.read_deployments():
             c.delete_deployment(d.id)
         for p in c.read_work_pools():

@@ -88,7 +88,7 @@ def wait_for_approval(form: type[RunInput], message: str, timeout: int, poll: fl
     Prefect's: propose Paused with the input's keyset, save the form (the UI's Resume
     dialog), poll until someone resumes the run with an answer. None: no answer in time;
     CANCELLED_WHILE_PAUSED: someone cancelled the run meanwhile."""
-    from prefect.client.orchestration import get_client
+    from infra_tasks.prefect_client import sync_client
     from prefect.utilities.engine import propose_state_sync
 
     ctx = FlowRunContext.get()
@@ -99,7 +99,7 @@ def wait_for_approval(form: type[RunInput], message: str, timeout: int, poll: fl
     keyset = keyset_from_paused_state(proposed)
     proposed.state_details.run_input_keyset = keyset
     deadline = time.monotonic() + timeout
-    with get_client(sync_client=True) as c:
+    with sync_client() as c:
         state = propose_state_sync(c, proposed, flow_run_id=run_id)
         if not state.is_paused():
             raise RuntimeError(f"the run could not pause for approval: the Prefect API answered {state.type.value} "
@@ -137,11 +137,11 @@ def ask(form: type[RunInput], message: str, timeout: int, flow_name: str, nothin
 def unanswered(timeout: int, flow_name: str, nothing: str = "nothing was changed") -> State:
     """Cancelled, not the server's Failed "never resumed": the expired pause is ended here
     first (back to Running, so that the Cancelled below is a normal transition)."""
-    from prefect.client.orchestration import get_client
+    from infra_tasks.prefect_client import sync_client
 
     message = f"nobody approved within {timeout} s; {nothing}. Run {flow_name} again when someone can."
     ctx = FlowRunContext.get()
     if ctx and ctx.flow_run:
-        with get_client(sync_client=True) as c:
+        with sync_client() as c:
             c.set_flow_run_state(ctx.flow_run.id, Running(message="approval timed out"), force=True)
     return Cancelled(message=message)

@@ -63,8 +63,11 @@ def moto_server(port: int | None = None, managed_policies: bool = False) -> Iter
 
     Without AWS managed policies unless asked: the stack attaches none (its roles'
     policies are its own, scoped ones), and loading them costs about a second for every
-    account after a reset."""
-    with scoped_environ({"MOTO_IAM_LOAD_MANAGED_POLICIES": "true"} if managed_policies else {},
+    account after a reset. Without moto's catalogue of public AMIs either (nothing here
+    launches an instance; Fargate needs none), which EC2 loads, with a snapshot per
+    image, for every account and region after a reset."""
+    with scoped_environ({"MOTO_EC2_LOAD_DEFAULT_AMIS": "false",
+                         **({"MOTO_IAM_LOAD_MANAGED_POLICIES": "true"} if managed_policies else {})},
                         remove=() if managed_policies else ("MOTO_IAM_LOAD_MANAGED_POLICIES",)):
         with _moto_server(port) as url:
             yield url

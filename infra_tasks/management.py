@@ -98,12 +98,13 @@ def retired_note(dep: ManagementDeployment, prefix: str, env: str) -> str:
 
 def retired_notes(prefix: str, env: str) -> list[str]:
     """A plan note for each management deployment of `env` still present under its old name."""
-    from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
+
+    from .prefect_client import sync_client
 
     old = retired_management_deployment_name(prefix, env)
     out = []
-    with get_client(sync_client=True) as c:
+    with sync_client() as c:
         for dep in NAMED_ALIKE_BEFORE:
             try:
                 c.read_deployment_by_name(f"{dep.flow_name}/{old}")

@@ -239,11 +239,15 @@ def boto_maker(url: str) -> Callable[[str], Any]:
     import boto3
 
     session = boto3.Session()
+    made: dict[str, Any] = {}
 
     def make(service: str) -> Any:
-        c = session.client(service, region_name=REGION, endpoint_url=url)
-        c.meta.events.register("before-sign", emulator_account_header)
-        return c
+        # One client per service (creating one costs more than most calls made with it).
+        if service not in made:
+            c = session.client(service, region_name=REGION, endpoint_url=url)
+            c.meta.events.register("before-sign", emulator_account_header)
+            made[service] = c
+        return made[service]
     return make
 
 
