@@ -186,11 +186,15 @@ def push_image(url: str, creds: dict[str, str], repository: str, tag: str) -> st
 def prefect_server(home: Path, log: Path) -> Iterator[str]:
     """`prefect server start` on 127.0.0.1 (free port), own PREFECT_HOME; stopped on exit.
     The scheduler is off (no scheduled run of a cron deployment can reach a worker) and so
-    is the UI (faster start)."""
+    is the UI (faster start); so are the services that store events and task runs, which
+    nothing here reads back: on SQLite their writes meet the bootstrap's and turn them
+    into 503s and retries."""
     from flows.sandbox import prefect_server as start
 
     with start(emulator.free_port(), home, log, {
             "PREFECT_UI_ENABLED": "false", "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",
+            "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED": "false",
+            "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_ENABLED": "false",
             "PREFECT_LOGGING_LEVEL": "WARNING"}) as url:
         yield url
 
