@@ -10,9 +10,10 @@ and raises `Interrupted` naming both.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -124,20 +125,32 @@ def apply_plan(plan: Plan) -> dict[str, dict[str, Any]]:
     known = {c.key: c.observed.outputs for c in plan.changes
              if c.action is Action.NOOP and c.observed is not None}
     by_key = {c.key: c for c in plan.changes}
+    order = [r for r in engine.topo_order([c.resource for c in plan.changes]) if r.key in pending]
     futures: dict[str, PrefectFuture[Any]] = {}
-    for res in engine.topo_order([c.resource for c in plan.changes]):
-        if res.key not in pending:
-            continue
-        deps = engine.all_deps(res)
-        futures[res.key] = submit(by_key[res.key], {k: known[k] for k in deps if k in known},
-                                  {k: futures[k] for k in deps if k in futures})
-    return finish(futures, known)
+    with handing_out():
+        for res in order:
+            deps = engine.all_deps(res)
+            futures[res.key] = submit(by_key[res.key], {k: known[k] for k in deps if k in known},
+                                      {k: futures[k] for k in deps if k in futures})
+    return finish(futures, known, unsubmitted=[r.key for r in order if r.key not in futures])
 
 
-def finish(futures: dict[str, PrefectFuture[Any]], known: dict[str, Any],
-           what: str = "apply") -> dict[str, dict[str, Any]]:
+@contextlib.contextmanager
+def handing_out() -> Iterator[None]:
+    """Around submitting the changes as tasks: Ctrl-C meanwhile stops the submitting (the
+    tasks already submitted still run, or refuse to start: see `finish`). Without this a
+    Ctrl-C while the first changes already ran ended the run without saying what was done."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        interrupt.request("interrupted (Ctrl-C)")
+
+
+def finish(futures: dict[str, PrefectFuture[Any]], known: dict[str, Any], what: str = "apply",
+           unsubmitted: list[str] | None = None) -> dict[str, dict[str, Any]]:
     """Wait for every change; on Ctrl-C the ones under way finish and the rest refuse to
-    start. Then each one's outcome (see `collect`)."""
+    start. Then each one's outcome (see `collect`); `unsubmitted`: changes a Ctrl-C kept
+    from being submitted at all (not started)."""
     try:
         for fut in futures.values():
             fut.wait()
@@ -145,11 +158,11 @@ def finish(futures: dict[str, PrefectFuture[Any]], known: dict[str, Any],
         interrupt.request("interrupted (Ctrl-C)")
         for fut in futures.values():
             fut.wait()
-    return collect(futures, known, what)
+    return collect(futures, known, what, unsubmitted or [])
 
 
 def collect(futures: dict[str, PrefectFuture[Any]], known: dict[str, Any],
-             what: str = "apply") -> dict[str, dict[str, Any]]:
+            what: str = "apply", unsubmitted: list[str] | None = None) -> dict[str, dict[str, Any]]:
     outputs, failed, skipped, stopped = dict(known), [], [], []
     for key, fut in futures.items():
         state = fut.state
@@ -169,7 +182,8 @@ def collect(futures: dict[str, PrefectFuture[Any]], known: dict[str, Any],
             skipped.append(key)
     why = interrupt.requested()
     if why and not failed:
-        raise Interrupted(why, [k for k in futures if k in outputs], [k for k in futures if k not in outputs])
+        raise Interrupted(why, [k for k in futures if k in outputs],
+                          [k for k in futures if k not in outputs] + list(unsubmitted or []))
     if failed or skipped or stopped:
         lines = ([f"failed: {f}" for f in failed] + [f"not attempted (a dependency failed): {s}" for s in skipped]
                  + [f"not started ({why}): {s}" for s in stopped])

@@ -37,7 +37,7 @@ from infra_tasks.model import Action, Change, Plan, Resource
 from infra_tasks.names import lock_name
 from infra_tasks.render import render_text, write_json
 
-from .apply import PlanChanged, finish, run_with_progress, submit
+from .apply import PlanChanged, finish, handing_out, run_with_progress, submit
 from .cli import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, add_common_args, fail, load, parse_overrides, run_command
 
 NOTHING = "Nothing to delete."
@@ -50,14 +50,16 @@ def delete_plan(plan: Plan) -> list[str]:
     after = teardown.order([c.resource for c in changes.values()])
     futures: dict[str, PrefectFuture[Any]] = {}
     remaining = dict(after)
-    while remaining:
-        ready = sorted(k for k, deps in remaining.items() if all(d in futures for d in deps))
-        if not ready:
-            raise InfraError(f"teardown order has a cycle among: {', '.join(sorted(remaining))}")
-        for k in ready:
-            # The one apply task: a DELETE change is deleted (engine.apply_change).
-            futures[k] = submit(changes[k], {}, {d: futures[d] for d in remaining.pop(k)})
-    finish(futures, {}, what="teardown")
+    with handing_out():
+        while remaining:
+            ready = sorted(k for k, deps in remaining.items() if all(d in futures for d in deps))
+            if not ready:
+                raise InfraError(f"teardown order has a cycle among: {', '.join(sorted(remaining))}")
+            for k in ready:
+                # The one apply task: a DELETE change is deleted (engine.apply_change).
+                futures[k] = submit(changes[k], {}, {d: futures[d] for d in remaining[k]})
+                del remaining[k]
+    finish(futures, {}, what="teardown", unsubmitted=[k for k in changes if k not in futures])
     return list(futures)
 
 

@@ -103,12 +103,25 @@ def with_defaults(template: dict[str, Any], defaults: dict[str, Any]) -> dict[st
 _WRITES = threading.RLock()  # re-entrant: an update may be a create (blocks)
 
 
+def _local_api() -> bool:
+    """Whether the Prefect API is on this machine (loopback, or Prefect's ephemeral one)."""
+    from urllib.parse import urlsplit
+
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    return not url or urlsplit(url).hostname in ("127.0.0.1", "localhost", "::1")
+
+
 class PrefectHandler(Handler):
-    """A Prefect object's handler: its writes (create, update, replace, delete) run one
-    at a time in this process. A Prefect server on SQLite (the sandbox's, a laptop's)
-    answers a write that meets another one with 503, and the client then backs off for
-    2, 4, 8 ... seconds: parallel writes made a cold bootstrap wait several times longer
-    than its writes take. Reads stay parallel; AWS changes are not affected."""
+    """A Prefect object's handler. Against a Prefect server on this machine its writes
+    (create, update, replace, delete) run one at a time in this process: such a server
+    is usually `prefect server start` on SQLite (the sandbox's, a laptop's), which answers
+    a write that meets another one with 503, and the client then backs off for 2, 4, 8 ...
+    seconds — parallel writes made a cold bootstrap wait several times longer than its
+    writes take, and one at a time costs nothing without network latency. Against a
+    remote API (Prefect Cloud, a hosted server) writes stay parallel: there each one
+    waits on the network. Reads are always parallel; AWS changes are not affected."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -120,6 +133,8 @@ class PrefectHandler(Handler):
 def _one_at_a_time(method: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(method)
     def write(*args: Any, **kwargs: Any) -> Any:
+        if not _local_api():
+            return method(*args, **kwargs)
         with _WRITES:
             return method(*args, **kwargs)
     return write
