@@ -27,7 +27,7 @@ from typing import Iterator
 
 from infra_tasks import emulator
 from infra_tasks.config import ConfigError, load_config
-from infra_tasks.management import DRIFT_CHECK, INFRA_UPDATE, deployment_name
+from infra_tasks.management import DRIFT_CHECK, INFRA_PRUNE, INFRA_UPDATE, deployment_name
 
 from .cli import fail
 
@@ -161,7 +161,8 @@ def _main(argv: list[str] | None = None) -> int:
         pool = sandbox_pool(cfg.prefix, args.env)
         with process_worker(pool, state / "worker.log") as worker:
             ui = api.removesuffix("/api")
-            drift, update = (deployment_name(d, cfg.prefix, args.env) for d in (DRIFT_CHECK, INFRA_UPDATE))
+            drift, update, prune = (deployment_name(d, cfg.prefix, args.env)
+                                    for d in (DRIFT_CHECK, INFRA_UPDATE, INFRA_PRUNE))
             print(f"""
 Sandbox is up.
   Prefect UI        {ui}
@@ -172,6 +173,8 @@ Sandbox is up.
   Drift check       deployment {drift}, cron {args.drift_cron!r}
   Update            run deployment {update} from the UI ("Run" > custom run),
                     then approve it on the paused flow run.
+  Prune             run deployment {prune} the same way: it deletes what the drift check
+                    reports UNMANAGED (never data), after approval{' with the name typed' if cfg.is_protected(args.env) else ''}.
 From another shell:  PREFECT_API_URL={api} prefect deployment run '{drift}'
 Ctrl-C (or SIGTERM, SIGHUP) stops everything.""", flush=True)
             started = time.monotonic()

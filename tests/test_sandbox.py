@@ -69,6 +69,9 @@ def test_sandbox_schedules_drift_check_and_applies_an_approved_update(tmp_path) 
             assert time.monotonic() < deadline, output()
             time.sleep(1)
         assert _healthy(api)
+        # The banner names the three management deployments, the prune with its protection.
+        assert f"Prune             run deployment infra-prune/{P}-production-infra-prune the same way" in output()
+        assert "after approval with the name typed." in output()
         with temporary_settings(updates={PREFECT_API_URL: api}), get_client(sync_client=True) as c:
             # The scheduled drift check fires (cron every minute) and completes in sync.
             deadline = time.monotonic() + 180
