@@ -23,7 +23,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from infra_tasks import engine, lock
 from infra_tasks.aws import InfraError
-from infra_tasks.config import ConfigError, InfraConfig
+from infra_tasks.config import InfraConfig
 from infra_tasks.effective import effective_config
 from infra_tasks.facts import Facts, gather_facts
 from infra_tasks.interrupt import Interrupted
@@ -32,7 +32,7 @@ from infra_tasks.render import render_text, write_json
 
 from .apply import Prepared, apply_locked, check_applicable, prepare, run_with_progress, take_prepared
 
-from .cli import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, add_common_args, fail, load, parse_overrides, run_command
+from .cli import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, add_common_args, fail, parse_and_load, parse_overrides, run_command
 
 
 @flow(name="infra-apply", task_runner=ThreadPoolTaskRunner(max_workers=8), validate_parameters=True)
@@ -98,13 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.parallelism < 1:
-        return fail("--parallelism must be at least 1")
-    try:
-        cfg = load(args)
-    except ConfigError as exc:
-        return fail(str(exc))
+    started = parse_and_load(build_parser(), argv)
+    if isinstance(started, int):
+        return started
+    args, cfg = started
     if args.rotate_credentials:
         if not (os.environ.get("PREFECT_API_URL") and os.environ.get("PREFECT_API_KEY")):
             return fail("--rotate-credentials needs PREFECT_API_URL and PREFECT_API_KEY in the environment")

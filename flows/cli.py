@@ -57,6 +57,19 @@ def load(args: argparse.Namespace) -> InfraConfig:
     return cfg
 
 
+def parse_and_load(parser: argparse.ArgumentParser,
+                   argv: list[str] | None) -> tuple[argparse.Namespace, InfraConfig] | int:
+    """The command line and the configuration it names, or (bad input: an error line
+    printed, nothing touched) the exit code to return."""
+    args = parser.parse_args(argv)
+    if args.parallelism < 1:
+        return fail("--parallelism must be at least 1")
+    try:
+        return args, load(args)
+    except ConfigError as exc:
+        return fail(str(exc))
+
+
 @contextlib.contextmanager
 def aws_target(args: argparse.Namespace, cfg: InfraConfig) -> Iterator[str | None]:
     """Where AWS calls go: the embedded emulator, a given endpoint, or AWS itself."""

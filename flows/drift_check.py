@@ -34,8 +34,8 @@ from infra_tasks.interrupt import Interrupted
 from infra_tasks.management import INFRA_PRUNE, INFRA_UPDATE, deployment_name
 from infra_tasks.model import Action, Plan
 
-from .cli import (EXIT_CHANGES, EXIT_INTERRUPTED, EXIT_OK, add_common_args, aws_target, fail, load, parse_overrides,
-                  prefect_target)
+from .cli import (EXIT_CHANGES, EXIT_INTERRUPTED, EXIT_OK, add_common_args, aws_target, fail, parse_and_load,
+                  parse_overrides, prefect_target)
 
 
 class Status(str, enum.Enum):
@@ -254,11 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        cfg = load(args)
-    except ConfigError as exc:
-        return fail(str(exc))
+    started = parse_and_load(build_parser(), argv)
+    if isinstance(started, int):
+        return started
+    args, cfg = started
     if (args.delete_data or args.yes) and not args.prune:
         return fail("--delete-data and --yes go with --prune")
     try:

@@ -29,7 +29,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from infra_tasks import engine, lock, teardown
 from infra_tasks.aws import InfraError
-from infra_tasks.config import ConfigError, InfraConfig
+from infra_tasks.config import InfraConfig
 from infra_tasks.effective import effective_config
 from infra_tasks.facts import gather_facts
 from infra_tasks.interrupt import Interrupted
@@ -38,7 +38,7 @@ from infra_tasks.names import lock_name
 from infra_tasks.render import render_text, write_json
 
 from .apply import PlanChanged, finish, handing_out, run_with_progress, submit
-from .cli import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, add_common_args, fail, load, parse_overrides, run_command
+from .cli import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, add_common_args, parse_and_load, parse_overrides, run_command
 
 NOTHING = "Nothing to delete."
 
@@ -180,13 +180,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.parallelism < 1:
-        return fail("--parallelism must be at least 1")
-    try:
-        cfg = load(args)
-    except ConfigError as exc:
-        return fail(str(exc))
+    started = parse_and_load(build_parser(), argv)
+    if isinstance(started, int):
+        return started
+    args, cfg = started
     return run_command(args, cfg, lambda: plan_confirm_delete(args, include_prefect=not args.no_prefect,
                                                               unmanaged_only=False),
                        stopped="stopped: interrupted (Ctrl-C). What was deleted stays deleted; run the same command "

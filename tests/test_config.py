@@ -131,3 +131,18 @@ def test_alerts_block_must_name_a_block(value: str) -> None:
 @pytest.mark.parametrize("value", ["", "slack-webhook/infra-alerts", "custom-webhook/ops2"])
 def test_alerts_block_accepted(value: str) -> None:
     assert parse_config(with_value("prefect.alerts_block", value)).prefect.alerts_block == value
+
+
+@pytest.mark.parametrize("module", ["flows.bootstrap", "flows.drift_check", "flows.teardown"])
+@pytest.mark.parametrize("argv,message", [
+    (["--env", "production", "--parallelism", "0"], "error: --parallelism must be at least 1"),
+    (["--env", "qa"], "error: environment 'qa' is not in infra.toml"),
+])
+def test_every_cli_refuses_bad_input_in_one_line_before_any_call(module, argv, message, capsys) -> None:
+    import importlib
+
+    aws.CALLS.reset()
+    assert importlib.import_module(module).main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(message) and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert aws.CALLS.total == 0

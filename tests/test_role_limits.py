@@ -11,6 +11,15 @@ from .iam_world import assume
 from .conftest import P
 
 
+def as_ci_deploy(boto, monkeypatch, capsys) -> None:
+    """From here on our clients use ci-deploy's credentials (bootstrap tells the role it
+    runs as from the caller's identity); output and call counts start afresh."""
+    for k, v in assume(boto, f"{P}-ci-deploy").items():
+        monkeypatch.setenv(k, v)
+    aws.reset_clients()
+    capsys.readouterr()
+    aws.CALLS.reset()
+
 
 def test_ci_deploy_refuses_control_plane_changes_up_front(bootstrap, boto, monkeypatch, capsys) -> None:
     assert bootstrap("--yes") == 0
@@ -18,11 +27,7 @@ def test_ci_deploy_refuses_control_plane_changes_up_front(bootstrap, boto, monke
     iam.put_role_policy(RoleName=f"{P}-infra-read", PolicyName="infra-read", PolicyDocument=json.dumps(
         {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
     boto("logs").put_retention_policy(logGroupName=f"/ecs/{P}-main/agent", retentionInDays=7)
-    for k, v in assume(boto, f"{P}-ci-deploy").items():
-        monkeypatch.setenv(k, v)
-    aws.reset_clients()
-    capsys.readouterr()
-    aws.CALLS.reset()
+    as_ci_deploy(boto, monkeypatch, capsys)
     assert bootstrap("--yes") == 1
     err = capsys.readouterr().err
     assert f"iam.role/{P}-infra-read: needs an administrator's bootstrap" in err
@@ -38,11 +43,7 @@ def test_ci_deploy_refuses_to_restore_a_secret_a_teardown_scheduled_for_deletion
                                                                                  capsys) -> None:
     assert bootstrap("--yes") == 0
     boto("secretsmanager").delete_secret(SecretId=f"{P}/prefect-credentials", RecoveryWindowInDays=7)
-    for k, v in assume(boto, f"{P}-ci-deploy").items():
-        monkeypatch.setenv(k, v)
-    aws.reset_clients()
-    capsys.readouterr()
-    aws.CALLS.reset()
+    as_ci_deploy(boto, monkeypatch, capsys)
     assert bootstrap("--yes") == 1
     err = capsys.readouterr().err
     assert (f"secretsmanager.secret/{P}/prefect-credentials: scheduled for deletion by a teardown; needs an "
