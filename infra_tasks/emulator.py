@@ -75,23 +75,42 @@ def moto_server(port: int | None = None, managed_policies: bool = False) -> Iter
 
 @contextlib.contextmanager
 def _moto_server(port: int | None) -> Iterator[str]:
+    """moto's application (the one its `moto_server` runs) served by waitress.
+
+    moto's own server (werkzeug's) closes the connection after every response and starts
+    a thread per connection: every call paid a TCP handshake and a thread start, about a
+    quarter of a plain call's CPU, client and server together. AWS's endpoints keep
+    connections alive, and so does waitress, with a fixed pool of request threads (more
+    than the engine's default parallelism). One difference from moto's own server:
+    waitress drops request headers with an underscore in their name (S3 metadata keys
+    could have one; nothing here sends such a header)."""
     try:
-        from moto.server import ThreadedMotoServer
+        import waitress
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise RuntimeError("the sandbox needs the emulator: pip install -e '.[sandbox]'") from exc
     import logging
+    import threading
 
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    from waitress import wasyncore
+
+    # waitress logs a queue depth warning whenever all its threads are busy for a moment.
+    logging.getLogger("waitress").setLevel(logging.ERROR)
     _thread_safe_role_lookup()
     _bucket_tags_on_create()
     _service_modules_listed_once()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port or free_port(), verbose=False)
-    server.start()
-    host, real_port = server._server.server_address[:2]  # noqa: SLF001 - moto exposes no accessor
+    server = waitress.create_server(DomainDispatcherApplication(create_backend_app), host="127.0.0.1",
+                                    port=port or 0, threads=16, connection_limit=1000, channel_timeout=60,
+                                    ident="moto")
+    thread = threading.Thread(target=server.run, name="emulator", daemon=True)
+    thread.start()
     try:
-        yield f"http://{host}:{real_port}"
+        yield f"http://127.0.0.1:{server.effective_port}"
     finally:
-        server.stop()
+        server.task_dispatcher.shutdown()
+        # The listening socket and every open connection: the loop ends with nothing to watch.
+        wasyncore.close_all(server._map)  # noqa: SLF001 - waitress has no public stop for a running loop
+        thread.join(10)
 
 
 def _service_modules_listed_once() -> None:
