@@ -100,23 +100,38 @@ def moto_url() -> Iterator[str]:
         yield url
 
 
+def shared_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory all of this run's xdist workers see (pytest's per-run base directory)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 @pytest.fixture(scope="session")
-def prefect_api() -> Iterator[None]:
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    from unittest import mock
+
+    import prefect.settings
     from prefect.testing.utilities import prefect_test_harness
+
+    from . import prefect_db
 
     # The test server stores neither events nor task runs (no test reads them back;
     # automations react to the event stream, not the table; a flow run's state comes from
     # its own engine): fewer background writes for ours to collide with in SQLite (503,
     # see prefect_client_retries_soon), and less CPU. Only this server (a setting of this
     # process, not the environment): the sandbox and worker tests start real servers with
-    # the defaults.
-    from prefect.settings import (PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED,
-                                  PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_ENABLED, temporary_settings)
-
-    with temporary_settings({PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED: False,
-                             PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_ENABLED: False}):
-        with prefect_test_harness(server_startup_timeout=120):
-            yield
+    # the defaults. It starts from the run's migrated database (tests/prefect_db.py).
+    home = tmp_path_factory.mktemp("prefect-api")
+    with contextlib.ExitStack() as stack:
+        with prefect_db.seeded(shared_tmp(tmp_path_factory), home / "prefect-test.db") as seeded:
+            settings = {prefect.settings.PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED: False,
+                        prefect.settings.PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_ENABLED: False,
+                        **{getattr(prefect.settings, k): v for k, v in seeded.items()}}
+            stack.enter_context(prefect.settings.temporary_settings(settings))
+            # prefect_test_harness keeps its database in a new temporary directory: this one.
+            with mock.patch("prefect.testing.utilities.mkdtemp", return_value=str(home)):
+                stack.enter_context(prefect_test_harness(server_startup_timeout=120))
+        yield
 
 
 def clean_prefect() -> None:
@@ -292,7 +307,7 @@ def worker_run(tmp_path_factory: pytest.TempPathFactory) -> Any:
     session (see tests/worker_harness.py `run_scenario`); plain data."""
     from .worker_harness import run_scenario
 
-    return run_scenario(tmp_path_factory.mktemp("worker-runtime"))
+    return run_scenario(tmp_path_factory.mktemp("worker-runtime"), shared=shared_tmp(tmp_path_factory))
 
 
 @pytest.fixture(scope="session")
@@ -311,6 +326,27 @@ SLOW_FIRST = (
     "test_faults.py", "test_prefect_drift_update.py", "test_crash_recovery_prefect.py", "test_bootstrap.py",
     "test_alerts.py", "test_pipeline_deploy.py", "test_iam_runtime.py", "test_iam_requests.py",
 )
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """The run's Prefect database template, made in the background by the first process
+    (the xdist controller, or the only process) while the workers start."""
+    if hasattr(config, "workerinput"):
+        return
+    from . import prefect_db
+
+    config.stash[_TEMPLATE_BUILDER] = prefect_db.start_building(config._tmp_path_factory.getbasetemp())  # noqa: SLF001
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    builder = config.stash.get(_TEMPLATE_BUILDER, None)
+    if builder is not None and builder.poll() is None:  # a run shorter than the build
+        builder.kill()
+        builder.wait()
+
+
+_TEMPLATE_BUILDER = pytest.StashKey["Any"]()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -183,19 +183,24 @@ def push_image(url: str, creds: dict[str, str], repository: str, tag: str) -> st
 # --- the Prefect server ----------------------------------------------------------------------
 
 @contextlib.contextmanager
-def prefect_server(home: Path, log: Path) -> Iterator[str]:
+def prefect_server(home: Path, log: Path, shared: Path | None = None) -> Iterator[str]:
     """`prefect server start` on 127.0.0.1 (free port), own PREFECT_HOME; stopped on exit.
     The scheduler is off (no scheduled run of a cron deployment can reach a worker) and so
     is the UI (faster start); so are the services that store events and task runs, which
     nothing here reads back: on SQLite their writes meet the bootstrap's and turn them
-    into 503s and retries."""
+    into 503s and retries. With `shared`, it starts from the run's migrated database
+    (tests/prefect_db.py)."""
     from flows.sandbox import prefect_server as start
 
-    with start(emulator.free_port(), home, log, {
-            "PREFECT_UI_ENABLED": "false", "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",
-            "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED": "false",
-            "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_ENABLED": "false",
-            "PREFECT_LOGGING_LEVEL": "WARNING"}) as url:
+    from .prefect_db import seeded
+
+    with contextlib.ExitStack() as stack:
+        with (seeded(shared, home / "prefect.db") if shared else contextlib.nullcontext({})) as from_copy:
+            url = stack.enter_context(start(emulator.free_port(), home, log, {
+                "PREFECT_UI_ENABLED": "false", "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",
+                "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_ENABLED": "false",
+                "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_ENABLED": "false",
+                "PREFECT_LOGGING_LEVEL": "WARNING", **from_copy}))
         yield url
 
 
@@ -322,7 +327,7 @@ def _worker_command(taskdef: dict[str, Any]) -> list[str]:
     return [sys.executable, "-m", *cmd]
 
 
-def run_scenario(workdir: Path, config: InfraConfig | None = None) -> WorkerRun:
+def run_scenario(workdir: Path, config: InfraConfig | None = None, shared: Path | None = None) -> WorkerRun:
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -348,7 +353,8 @@ def run_scenario(workdir: Path, config: InfraConfig | None = None) -> WorkerRun:
 
         def start_api() -> None:
             try:
-                api_box["url"] = stack.enter_context(prefect_server(workdir / "prefect-home", workdir / "server.log"))
+                api_box["url"] = stack.enter_context(prefect_server(workdir / "prefect-home", workdir / "server.log",
+                                                                     shared))
             except BaseException as exc:  # noqa: BLE001 - re-raised below
                 api_box["error"] = exc
         starter = threading.Thread(target=start_api)
