@@ -217,6 +217,18 @@ def _block_class(slug: str) -> Any:
     return {"aws-credentials": AwsCredentials, "s3-bucket": S3Bucket}[slug]
 
 
+def block_properties(slug: str, data: dict[str, Any], references: dict[str, Any]) -> dict[str, Any]:
+    """A block document's compared properties, from its data as the API returns it (secret
+    values obfuscated) and its references to other block documents (an S3 bucket's
+    credentials are one, by name)."""
+    if slug == "aws-credentials":
+        params = data.get("aws_client_parameters") or {}
+        return {"region_name": data.get("region_name") or "", "endpoint_url": params.get("endpoint_url") or "",
+                "static_keys": bool(data.get("aws_access_key_id"))}
+    credentials = (references.get("credentials") or {}).get("block_document") or {}
+    return {"bucket_name": data.get("bucket_name"), "credentials": credentials.get("name") or ""}
+
+
 class BlockHandler(PrefectHandler):
     """`res.name` is `{block-type-slug}/{block name}`."""
 
@@ -230,19 +242,12 @@ class BlockHandler(PrefectHandler):
 
     def read(self, res: Resource) -> Observed | None:
         slug, name = self._split(res)
+        # One read, without secret values: the compared properties hold none.
         doc = _read("read_block_document_by_name", name, slug, include_secrets=False)
         if doc is None:
             return None
-        block = _block_class(slug).load(name)
-        if slug == "aws-credentials":
-            params = block.aws_client_parameters
-            props = {"region_name": block.region_name or "",
-                     "endpoint_url": (params.endpoint_url if params else None) or "",
-                     "static_keys": bool(block.aws_access_key_id)}
-        else:
-            props = {"bucket_name": block.bucket_name,
-                     "credentials": getattr(block.credentials, "_block_document_name", None) or ""}
-        return Observed(props, outputs={"id": str(doc.id), "name": name})
+        return Observed(block_properties(slug, doc.data, doc.block_document_references),
+                        outputs={"id": str(doc.id), "name": name})
 
     def create(self, res: Resource, props: dict[str, Any]) -> dict[str, Any]:
         slug, name = self._split(res)

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from infra_tasks import aws
 
-from .conftest import P
+from .conftest import PROD_ACCOUNT, P
 from .prefect_runs import client, resume, run_drift, run_update_in_thread, wait_paused
 
 
 def test_drift_check_in_sync_then_each_kind_of_drift(prefect_stack) -> None:
     from prefect.client.schemas.actions import WorkPoolUpdate
+    from prefect_aws.s3 import S3Bucket
 
     from flows.drift_check import Status
 
@@ -28,6 +29,9 @@ def test_drift_check_in_sync_then_each_kind_of_drift(prefect_stack) -> None:
         pool = c.read_work_pool(f"{P}-staging")
         pool.base_job_template["variables"]["properties"]["memory"]["default"] = 8192
         c.update_work_pool(f"{P}-staging", WorkPoolUpdate(base_job_template=pool.base_job_template))
+    bucket = S3Bucket.load(f"{P}-main-flows")                                              # a block's field
+    bucket.bucket_name = "someone-elses"
+    bucket.save(f"{P}-main-flows", overwrite=True)
     state, report = run_drift()
     assert state.is_failed()
     drifted = {(f.resource, f.status) for f in report.drifted}
@@ -36,10 +40,13 @@ def test_drift_check_in_sync_then_each_kind_of_drift(prefect_stack) -> None:
         (f"logs.group//ecs/{P}-staging/flows", Status.DELETED),
         (f"logs.group//ecs/{P}-main/old", Status.UNMANAGED),
         (f"prefect.work_pool/{P}-staging", Status.MODIFIED),
+        (f"prefect.block/s3-bucket/{P}-main-flows", Status.MODIFIED),
     }
     by_key = {f.resource: f for f in report.drifted}
     assert by_key[f"logs.group//ecs/{P}-main/agent"].properties == [("retention_days", "30", "7")]
     assert by_key[f"prefect.work_pool/{P}-staging"].properties == [("defaults.memory", "2048", "8192")]
+    assert by_key[f"prefect.block/s3-bucket/{P}-main-flows"].properties == [
+        ("bucket_name", f"{P}-main-flows-{PROD_ACCOUNT}", "someone-elses")]
     with client() as c:
         art = c.read_artifacts()
     keys = {a.key for a in art}
