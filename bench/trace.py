@@ -154,12 +154,12 @@ class Tracer:
             return plan
 
         def wrap_apply_plan(orig: Callable[..., Any]) -> Callable[..., Any]:
-            def apply_plan(plan: Any) -> Any:
+            def apply_plan(plan: Any, *args: Any, **kwargs: Any) -> Any:
                 pending = {c.key for c in plan.applicable}
                 deps = {c.key: tuple(d for d in engine.all_deps(c.resource) if d in pending)
                         for c in plan.applicable}
                 with tracer.stage("apply", deps):
-                    out = orig(plan)
+                    out = orig(plan, *args, **kwargs)
                 return out
             return apply_plan
 

@@ -119,20 +119,72 @@ def submit(change: Change, known: dict[str, Any], upstream: dict[str, PrefectFut
     return apply_resource.submit(quote(change), quote(known), upstream)
 
 
-def apply_plan(plan: Plan) -> dict[str, dict[str, Any]]:
-    """Submit every pending change as a task once its dependencies are done."""
+def apply_plan(plan: Plan, parallelism: int = 8) -> dict[str, dict[str, Any]]:
+    """Every pending change as a task once its dependencies are done (see `in_order`)."""
     pending = {c.key for c in plan.applicable}
     known = {c.key: c.observed.outputs for c in plan.changes
              if c.action is Action.NOOP and c.observed is not None}
     by_key = {c.key: c for c in plan.changes}
-    order = [r for r in engine.topo_order([c.resource for c in plan.changes]) if r.key in pending]
+    order = [r.key for r in engine.topo_order([c.resource for c in plan.changes]) if r.key in pending]
+    deps = {k: engine.all_deps(by_key[k].resource) for k in order}
     futures: dict[str, PrefectFuture[Any]] = {}
+
+    def start(key: str) -> PrefectFuture[Any]:
+        return submit(by_key[key], {k: known[k] for k in deps[key] if k in known},
+                      {k: futures[k] for k in deps[key] if k in futures})
+
+    in_order(order, {k: [d for d in deps[k] if d in pending] for k in order}, parallelism, start, futures)
+    return finish(futures, known, unsubmitted=[k for k in order if k not in futures])
+
+
+def in_order(keys: list[str], deps: dict[str, list[str]], parallelism: int,
+             start: Callable[[str], PrefectFuture[Any]], futures: dict[str, PrefectFuture[Any]]) -> None:
+    """Start each of `keys` (into `futures`) once all of its `deps` (among `keys`) are done,
+    at most `parallelism` at a time. Among the ready ones, those with the longest chain
+    of keys waiting on them go first: that chain bounds the wall time, so it must not
+    queue behind changes nothing waits for. A change is never started before its
+    dependencies are done: Prefect's thread pool runs a submitted task at once, and one
+    waiting for its dependencies would hold a worker thread meanwhile. Stops starting
+    changes on a stop request (Ctrl-C, a lost lock); the caller waits for those started."""
+    import concurrent.futures as cf
+
+    after: dict[str, list[str]] = {k: [] for k in keys}
+    for k in keys:
+        for d in deps[k]:
+            after[d].append(k)
+    # Dependencies first (Kahn), then each key's chain: itself and the longest chain after it.
+    count = {k: len(deps[k]) for k in keys}
+    ordered = [k for k in keys if not count[k]]
+    for k in ordered:
+        for a in after[k]:
+            count[a] -= 1
+            if not count[a]:
+                ordered.append(a)
+    if len(ordered) < len(keys):
+        raise InfraError(f"dependency cycle among: {', '.join(sorted(set(keys) - set(ordered)))}")
+    chain: dict[str, int] = {}
+    for k in reversed(ordered):
+        chain[k] = 1 + max((chain[a] for a in after[k]), default=0)
+    rank = {k: (-chain[k], i) for i, k in enumerate(keys)}
+    waiting = {k: set(deps[k]) for k in keys}
+    ready = [k for k in keys if not waiting[k]]
+    running: dict[Any, str] = {}
     with handing_out():
-        for res in order:
-            deps = engine.all_deps(res)
-            futures[res.key] = submit(by_key[res.key], {k: known[k] for k in deps if k in known},
-                                      {k: futures[k] for k in deps if k in futures})
-    return finish(futures, known, unsubmitted=[r.key for r in order if r.key not in futures])
+        while (ready or running) and not interrupt.requested():
+            ready.sort(key=rank.__getitem__)
+            while ready and len(running) < max(1, parallelism) and not interrupt.requested():
+                key = ready.pop(0)
+                futures[key] = start(key)
+                running[futures[key].wrapped_future] = key
+            if not running:
+                break
+            done, _ = cf.wait(list(running), return_when=cf.FIRST_COMPLETED)
+            for fut in done:
+                finished = running.pop(fut)
+                for waiter in after[finished]:
+                    waiting[waiter].discard(finished)
+                    if not waiting[waiter]:
+                        ready.append(waiter)
 
 
 @contextlib.contextmanager
@@ -248,7 +300,7 @@ def _apply(cfg: InfraConfig, facts: Facts, notes: list[str], env: str, paralleli
         raise InfraError("nothing was changed, because:\n  " + "\n  ".join(problems))
     log.info("applying %d changes to %s (account %s)", len(plan.applicable), env, facts.account_id)
     if plan.applicable:
-        apply_plan(plan)
+        apply_plan(plan, parallelism)
     verify = engine.plan(cfg, env, facts, adopt=False, parallelism=parallelism, include_prefect=include_prefect)
     if verify.applicable:
         raise InfraError("verify: after applying, these still differ from the configuration:\n"

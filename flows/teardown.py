@@ -37,28 +37,21 @@ from infra_tasks.model import Action, Change, Plan, Resource
 from infra_tasks.names import lock_name
 from infra_tasks.render import render_text, write_json
 
-from .apply import PlanChanged, finish, handing_out, run_with_progress, submit
+from .apply import PlanChanged, finish, in_order, run_with_progress, submit
 from .cli import EXIT_CHANGES, EXIT_ERROR, EXIT_OK, add_common_args, parse_and_load, parse_overrides, run_command
 
 NOTHING = "Nothing to delete."
 
 
-def delete_plan(plan: Plan) -> list[str]:
-    """Submit every deletion as a task once what must go before it is gone; the lock is
-    not among them (it is held meanwhile). Returns the keys deleted."""
+def delete_plan(plan: Plan, parallelism: int = 8) -> list[str]:
+    """Every deletion as a task once what must go before it is gone (see `in_order`); the
+    lock is not among them (it is held meanwhile). Returns the keys deleted."""
     changes = {c.key: c for c in plan.changes if c.action is Action.DELETE and c.resource.kind != teardown.LOCK_KIND}
     after = teardown.order([c.resource for c in changes.values()])
     futures: dict[str, PrefectFuture[Any]] = {}
-    remaining = dict(after)
-    with handing_out():
-        while remaining:
-            ready = sorted(k for k, deps in remaining.items() if all(d in futures for d in deps))
-            if not ready:
-                raise InfraError(f"teardown order has a cycle among: {', '.join(sorted(remaining))}")
-            for k in ready:
-                # The one apply task: a DELETE change is deleted (engine.apply_change).
-                futures[k] = submit(changes[k], {}, {d: futures[d] for d in remaining[k]})
-                del remaining[k]
+    # The one apply task: a DELETE change is deleted (engine.apply_change).
+    in_order(sorted(changes), {k: list(after[k]) for k in sorted(changes)}, parallelism,
+             lambda k: submit(changes[k], {}, {d: futures[d] for d in after[k]}), futures)
     finish(futures, {}, what="teardown", unsubmitted=[k for k in changes if k not in futures])
     return list(futures)
 
@@ -115,7 +108,7 @@ def _teardown(env: str, config_path: str | None, overrides: dict[str, Any] | Non
         if problems:
             raise InfraError("nothing was deleted, because:\n  " + "\n  ".join(problems))
         log.info("deleting %d resources of %s (account %s)", len(plan.pending), env, facts.account_id)
-        deleted = delete_plan(plan)
+        deleted = delete_plan(plan, parallelism)
     if include_prefect and not unmanaged_only and delete_lock(cfg, env):
         deleted.append(f"{teardown.LOCK_KIND}/{lock_name(cfg.prefix, env)}")
     left = [c.key for c in fresh().pending]
