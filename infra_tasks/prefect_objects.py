@@ -229,6 +229,19 @@ def block_properties(slug: str, data: dict[str, Any], references: dict[str, Any]
     return {"bucket_name": data.get("bucket_name"), "credentials": credentials.get("name") or ""}
 
 
+def _save(block: Any, name: str) -> Any:
+    """`Block.save`, once more if it met another save registering the same block type or
+    schema: Prefect registers them by reading and then creating, so two saves at once
+    (parallel writes, against a remote API) can both create and one gets 409 Conflict
+    (ObjectAlreadyExists). The second save finds them registered."""
+    from prefect.exceptions import ObjectAlreadyExists
+
+    try:
+        return block.save(name, overwrite=True)
+    except ObjectAlreadyExists:
+        return block.save(name, overwrite=True)
+
+
 class BlockHandler(PrefectHandler):
     """`res.name` is `{block-type-slug}/{block name}`."""
 
@@ -261,8 +274,7 @@ class BlockHandler(PrefectHandler):
             block = cls(bucket_name=props["bucket_name"], credentials=_block_class("aws-credentials").load(
                 props["credentials"]))
         _record("SaveBlockDocument")
-        block_id = block.save(name, overwrite=True)
-        return {"id": str(block_id), "name": name}
+        return {"id": str(_save(block, name)), "name": name}
 
     def update(self, res: Resource, props: dict[str, Any], observed: Observed, diffs: list[Diff]) -> dict[str, Any]:
         return self.create(res, props)

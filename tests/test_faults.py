@@ -222,3 +222,30 @@ def test_prefect_api_gone_mid_apply(dev_account, capsys, monkeypatch) -> None:
     assert run_cli("--env", "dev", "--yes") == 0
     aws.CALLS.reset()
     assert run_cli("--env", "dev", "--plan") == 0
+
+
+def test_a_block_save_meeting_another_registering_its_type_is_saved(prefect_clean, monkeypatch) -> None:
+    """Against a remote API blocks are saved in parallel, and Prefect registers a block's
+    type and schema by reading, then creating: two saves at once can both create, and one
+    gets 409 (ObjectAlreadyExists). Injected here as the first registration's conflict:
+    the block is saved all the same."""
+    from prefect.blocks.core import Block
+    from prefect.exceptions import ObjectAlreadyExists
+    from prefect_aws import AwsCredentials
+
+    from infra_tasks.model import Resource
+    from infra_tasks.prefect_objects import BlockHandler
+
+    register, conflicts = Block.register_type_and_schema, [1]
+
+    def racing(cls: Any, *args: Any, **kwargs: Any) -> Any:
+        if conflicts[0]:
+            conflicts[0] -= 1
+            raise ObjectAlreadyExists(http_exc=Exception("409 Conflict"))
+        return register.__func__(cls, *args, **kwargs)
+
+    monkeypatch.setattr(Block, "register_type_and_schema", classmethod(racing))
+    res = Resource("prefect.block", "aws-credentials/raced", {})
+    out = BlockHandler().create(res, {"region_name": "eu-west-1", "endpoint_url": "", "static_keys": False})
+    assert conflicts == [0]  # the conflict happened
+    assert out["name"] == "raced" and AwsCredentials.load("raced").region_name == "eu-west-1"
