@@ -230,15 +230,20 @@ def block_properties(slug: str, data: dict[str, Any], references: dict[str, Any]
 
 
 def _save(block: Any, name: str) -> Any:
-    """`Block.save`, once more if it met another save registering the same block type or
-    schema: Prefect registers them by reading and then creating, so two saves at once
-    (parallel writes, against a remote API) can both create and one gets 409 Conflict
-    (ObjectAlreadyExists). The second save finds them registered."""
-    from prefect.exceptions import ObjectAlreadyExists
+    """`Block.save`, once more if it met another save at a moment two cannot both win
+    (parallel writes, against a remote API; seen on a new PostgreSQL-backed server):
+    - Prefect registers a block type and schema by reading, then creating: two saves at
+      once can both create, and one gets 409 Conflict (ObjectAlreadyExists);
+    - a server's first block documents create its key for block secrets, and one of two
+      first saves at once gets 409 on it (`uq_configuration__key`); Prefect's client
+      takes any 409 for "a document of that name exists", reads it to overwrite it and
+      fails with ObjectNotFound.
+    The second save finds the type, schema and key made."""
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
     try:
         return block.save(name, overwrite=True)
-    except ObjectAlreadyExists:
+    except (ObjectAlreadyExists, ObjectNotFound):
         return block.save(name, overwrite=True)
 
 

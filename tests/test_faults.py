@@ -224,27 +224,37 @@ def test_prefect_api_gone_mid_apply(dev_account, capsys, monkeypatch) -> None:
     assert run_cli("--env", "dev", "--plan") == 0
 
 
-def test_a_block_save_meeting_another_registering_its_type_is_saved(prefect_clean, monkeypatch) -> None:
-    """Against a remote API blocks are saved in parallel, and Prefect registers a block's
-    type and schema by reading, then creating: two saves at once can both create, and one
-    gets 409 (ObjectAlreadyExists). Injected here as the first registration's conflict:
-    the block is saved all the same."""
+@pytest.mark.parametrize("where", ["registering its type", "the server's first document"])
+def test_a_block_save_meeting_another_is_saved(where, prefect_clean, monkeypatch) -> None:
+    """Against a remote API blocks are saved in parallel. Two races, each injected as a
+    409 on the first try: Prefect registers a block's type and schema by reading, then
+    creating (two saves at once both create; ObjectAlreadyExists); a new server's first
+    block documents create its key for secrets (409 on `uq_configuration__key`, seen on
+    PostgreSQL), which Prefect's client reads as "exists", and its overwrite then finds no
+    such document (ObjectNotFound). The block is saved all the same."""
     from prefect.blocks.core import Block
+    from prefect.client.orchestration import SyncPrefectClient
     from prefect.exceptions import ObjectAlreadyExists
     from prefect_aws import AwsCredentials
 
     from infra_tasks.model import Resource
     from infra_tasks.prefect_objects import BlockHandler
 
-    register, conflicts = Block.register_type_and_schema, [1]
+    conflicts = [1]
 
-    def racing(cls: Any, *args: Any, **kwargs: Any) -> Any:
-        if conflicts[0]:
-            conflicts[0] -= 1
-            raise ObjectAlreadyExists(http_exc=Exception("409 Conflict"))
-        return register.__func__(cls, *args, **kwargs)
+    def once(original: Any) -> Any:
+        def conflicting(*args: Any, **kwargs: Any) -> Any:
+            if conflicts[0]:
+                conflicts[0] -= 1
+                raise ObjectAlreadyExists(http_exc=Exception("409 Conflict"))
+            return original(*args, **kwargs)
+        return conflicting
 
-    monkeypatch.setattr(Block, "register_type_and_schema", classmethod(racing))
+    if where == "registering its type":
+        register = Block.register_type_and_schema.__func__
+        monkeypatch.setattr(Block, "register_type_and_schema", classmethod(once(register)))
+    else:
+        monkeypatch.setattr(SyncPrefectClient, "create_block_document", once(SyncPrefectClient.create_block_document))
     res = Resource("prefect.block", "aws-credentials/raced", {})
     out = BlockHandler().create(res, {"region_name": "eu-west-1", "endpoint_url": "", "static_keys": False})
     assert conflicts == [0]  # the conflict happened
