@@ -51,13 +51,15 @@ def holder_variable(name: str) -> str:
     return f"{name}-holder"
 
 
-def ensure(cfg: InfraConfig, env_name: str) -> str:
+def ensure(cfg: InfraConfig, env_name: str) -> tuple[str, bool]:
+    """The lock's name, and whether this call created it."""
     name = lock_name(cfg.prefix, env_name)
     handler = ConcurrencyLimitHandler()
     res = Resource(handler.kind, name, {"limit": 1, "active": True})
-    if handler.read(res) is None:
-        handler.create(res, res.props)
-    return name
+    if handler.read(res) is not None:
+        return name, False
+    handler.create(res, res.props)
+    return name, True
 
 
 # --- who holds it ------------------------------------------------------------------------
@@ -202,9 +204,12 @@ class Hold:
     untouched: bool = False
 
 
-def state(cfg: InfraConfig, env_name: str) -> str | None:
+ABSENT = "absent"  # state() of a lock that does not exist yet
+
+
+def state(cfg: InfraConfig, env_name: str) -> str:
     """The lock's state: it changes whenever any run takes or releases the lock (Prefect
-    stamps the limit's `updated` on every slot change). None: the lock does not exist yet."""
+    stamps the limit's `updated` on every slot change); ABSENT before it exists."""
     from prefect.exceptions import ObjectNotFound
 
     name = lock_name(cfg.prefix, env_name)
@@ -215,11 +220,11 @@ def state(cfg: InfraConfig, env_name: str) -> str | None:
         raise translate(exc, "read", f"prefect.concurrency_limit/{name}") from None
 
 
-def _state(c: Any, name: str, not_found: type[Exception]) -> str | None:
+def _state(c: Any, name: str, not_found: type[Exception]) -> str:
     try:
         gcl = c.read_global_concurrency_limit_by_name(name)
     except not_found:
-        return None
+        return ABSENT
     return f"{gcl.updated.isoformat() if gcl.updated else ''}|{gcl.active_slots}"
 
 
@@ -227,11 +232,16 @@ def _state(c: Any, name: str, not_found: type[Exception]) -> str | None:
 def held(cfg: InfraConfig, env_name: str, timeout: float | None = None, command: str = "",
          unchanged_since: str | None = None) -> Iterator[Hold]:
     """Hold the environment's lock for the block. `unchanged_since`: a `state()` read
-    earlier; the hold is `untouched` when the lock was free and unchanged since then."""
-    name = ensure(cfg, env_name)
+    earlier; the hold is `untouched` when the lock was free and unchanged since then, or
+    did not exist then and this hold created it (every run that holds it needs it to
+    exist, so none can have held it in between)."""
+    name, created = ensure(cfg, env_name)
     wait = cfg.prefect.lock_timeout_seconds if timeout is None else timeout
-    # Free (no slot taken) when it was read, and not taken or released since.
-    untouched = bool(unchanged_since and unchanged_since.endswith("|0") and state(cfg, env_name) == unchanged_since)
+    if unchanged_since == ABSENT:
+        untouched = created
+    else:  # free (no slot taken) when it was read, and not taken or released since
+        untouched = bool(unchanged_since and unchanged_since.endswith("|0")
+                         and state(cfg, env_name) == unchanged_since)
     lease_id, record, first_try = acquire(name, env_name, wait, command)
     hold = Hold(name, untouched and first_try)
     beat = Heartbeat(name, lease_id, record)

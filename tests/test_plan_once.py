@@ -12,6 +12,7 @@ from infra_tasks import aws, engine, lock
 from infra_tasks.config import load_config
 
 from .conftest import P, ROOT
+from .prefect_runs import client
 
 GROUP = f"/ecs/{P}-main/agent"
 
@@ -46,8 +47,27 @@ def test_the_plan_shown_is_applied_unless_the_lock_moved_or_it_is_old(bootstrap,
 
     cfg = load_config(ROOT / "infra.toml")
     want = cfg.logs.retention_days
-    assert bootstrap("--yes", prefect=True) == 0  # cold: the lock did not exist before the plan, so read again
-    assert len(plans) == 3
+    # Cold: the lock did not exist before the plan and this run created it, so no other run
+    # can have held it in between: the plan shown is applied; only the verify reads again.
+    assert bootstrap("--yes", prefect=True) == 0
+    assert len(plans) == 2
+
+    # 0. The lock did not exist before the plan, and another run created, took and released
+    # it in between: read again.
+    def another_run_meanwhile(plan: Any, assume_yes: bool) -> bool:
+        with lock.held(cfg, "production", command="another run"):
+            pass
+        return True
+
+    with client() as c:
+        c.delete_global_concurrency_limit_by_name(lock.lock_name(P, "production"))
+    confirm = flows.bootstrap.confirm
+    monkeypatch.setattr(flows.bootstrap, "confirm", another_run_meanwhile)
+    drift(boto, 7)
+    plans.clear()
+    assert bootstrap("--yes", prefect=True) == 0
+    assert len(plans) == 3 and retention(boto) == want
+    monkeypatch.setattr(flows.bootstrap, "confirm", confirm)
 
     # 1. Nothing else happened: the plan shown is applied; only the verify reads again.
     drift(boto, 7)
@@ -59,11 +79,6 @@ def test_the_plan_shown_is_applied_unless_the_lock_moved_or_it_is_old(bootstrap,
     assert retention(boto) == want
 
     # 2. Another run took and released the lock between the plan and the apply: read again.
-    def another_run_meanwhile(plan: Any, assume_yes: bool) -> bool:
-        with lock.held(cfg, "production", command="another run"):
-            pass
-        return True
-
     monkeypatch.setattr(flows.bootstrap, "confirm", another_run_meanwhile)
     drift(boto, 7)
     plans.clear()
