@@ -71,3 +71,33 @@ def test_bench_does_not_import_tests() -> None:
             names = ([a.name for a in node.names] if isinstance(node, ast.Import)
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             assert not any(n == "tests" or n.startswith("tests.") for n in names), f"{path.name} imports {names}"
+
+
+def test_remote_api_makes_the_product_write_to_a_loopback_api_in_parallel() -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from bench.prefect_server import remote_api
+    from infra_tasks import prefect_objects
+
+    with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:4200/api"}):
+        assert prefect_objects._local_api() is True  # noqa: SLF001
+        with remote_api():
+            assert prefect_objects._local_api() is False  # noqa: SLF001
+        assert prefect_objects._local_api() is True  # noqa: SLF001
+
+
+def test_postgres_programs_found_through_a_symlink_or_not_at_all(tmp_path, monkeypatch) -> None:
+    import bench.prefect_server as ps
+
+    real = tmp_path / "lib" / "postgresql" / "15" / "bin"
+    real.mkdir(parents=True)
+    (real / "initdb").write_text("#!/bin/sh\n")
+    (real / "initdb").chmod(0o755)
+    on_path = tmp_path / "bin"
+    on_path.mkdir()
+    (on_path / "initdb").symlink_to(real / "initdb")
+    monkeypatch.setenv("PATH", str(on_path))
+    assert ps.postgres_bin() == real  # pg_ctl lives beside the real initdb, not the link
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setattr(ps.glob, "glob", lambda pattern: [])
+    assert ps.postgres_bin() is None
