@@ -94,6 +94,23 @@ def seeded(shared: Path, database: Path) -> Iterator[dict[str, str]]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def copied(shared: Path, database: Path) -> dict[str, str]:
+    """For a server another process starts on `database`: a copy of this run's template
+    there (once it is made) and the settings to start from it; no settings if there is
+    none (that server then migrates its own, and nothing is kept from it)."""
+    with open(_lock_file(shared), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            made = shared / FILE
+            if not made.exists():
+                return {}
+            database.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(made, database)
+            return dict(FROM_COPY)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def keep(database: Path, made: Path) -> None:
     """A database (a running server's too) as the template: SQLite's backup API (a
     consistent copy whatever the server is writing), written aside and then renamed, so

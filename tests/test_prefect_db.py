@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .prefect_db import FILE, FROM_COPY, seeded
+from .prefect_db import FILE, FROM_COPY, copied, seeded
 
 
 def _database(path: Path, rows: int) -> None:
@@ -67,3 +67,13 @@ def test_others_wait_for_the_template_being_made(tmp_path: Path) -> None:
         _database(tmp_path / "first.db", 2)
     t.join(10)
     assert seen == [FROM_COPY] and _rows(tmp_path / "second.db") == 2
+
+
+def test_a_server_started_elsewhere_gets_a_copy_once_there_is_a_template(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    assert copied(shared, tmp_path / "early" / "prefect.db") == {}  # none yet: it migrates its own
+    assert not (tmp_path / "early" / "prefect.db").exists() and not (shared / FILE).exists()
+    with seeded(shared, tmp_path / "a.db"):
+        _database(tmp_path / "a.db", 4)
+    assert copied(shared, tmp_path / "late" / "prefect.db") == FROM_COPY
+    assert _rows(tmp_path / "late" / "prefect.db") == 4

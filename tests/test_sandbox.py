@@ -15,7 +15,8 @@ import pytest
 
 from infra_tasks.emulator import free_port
 
-from .conftest import P, ROOT
+from .conftest import P, ROOT, shared_tmp
+from .prefect_db import copied
 
 
 
@@ -43,7 +44,7 @@ def _processes_using(api: str) -> list[int]:
 
 
 @pytest.mark.timeout(600)
-def test_sandbox_schedules_drift_check_and_applies_an_approved_update(tmp_path) -> None:
+def test_sandbox_schedules_drift_check_and_applies_an_approved_update(tmp_path, tmp_path_factory) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
     from prefect.deployments import run_deployment
@@ -55,6 +56,9 @@ def test_sandbox_schedules_drift_check_and_applies_an_approved_update(tmp_path) 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "AWS_", "INFRA_"))}
     env["PREFECT_LOGGING_LEVEL"] = "INFO"
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "tests" / "retry_site"), str(ROOT)])  # sooner Prefect retries
+    # Its Prefect server starts from the run's migrated database (tests/prefect_db.py); a
+    # sandbox's first start, migrations included, is the UI journey's (ui_tests/, in .ci/run).
+    env.update(copied(shared_tmp(tmp_path_factory), tmp_path / "state" / "prefect-home" / "prefect.db"))
     log = open(tmp_path / "sandbox.out", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "flows.sandbox", "--port", str(port), "--drift-cron",
                              "* * * * *", "--state-dir", str(tmp_path / "state"), "--exit-after", "400"],
