@@ -107,10 +107,12 @@ def _moto_server(port: int | None) -> Iterator[str]:
     try:
         yield f"http://127.0.0.1:{server.effective_port}"
     finally:
-        server.task_dispatcher.shutdown()
-        # The listening socket and every open connection: the loop ends with nothing to watch.
-        wasyncore.close_all(server._map)  # noqa: SLF001 - waitress has no public stop for a running loop
+        # The listening socket and every open connection, closed in the loop's own thread
+        # (closing them under its select() fails it with EBADF): the loop then ends with
+        # nothing to watch. waitress has no public stop for a loop run in a thread.
+        server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))  # noqa: SLF001
         thread.join(10)
+        server.task_dispatcher.shutdown()
 
 
 def _service_modules_listed_once() -> None:
