@@ -12,6 +12,11 @@ Scenarios (each on a freshly reset emulator and Prefect API unless noted):
   cold+lat P   cold bootstrap with a fixed latency injected before every AWS call, parallelism P
   cold+lat 1   the same with parallelism 1 (the ratio of the two is the engine's speed-up)
   cold+lat all P   cold bootstrap with the latency before every AWS *and* Prefect API call
+                   (the API then treated as remote, on PostgreSQL: bench/prefect_server.py)
+
+The Prefect API is a `prefect server start` on a throwaway PostgreSQL cluster
+(--prefect-db postgres; `auto`, the default, when PostgreSQL's programs are found) or
+Prefect's SQLite test server (--prefect-db sqlite).
 
 Every run is traced (bench/trace.py): each call is attributed to a stage (outside plan
 and apply, each plan's facts and reads, the apply) and to the resource whose read or
