@@ -73,42 +73,44 @@ def build(made: Path) -> None:
 
 
 @contextlib.contextmanager
+def _held(shared: Path) -> Iterator[Path]:
+    """The template's lock, held for the block (one process at a time); yields where the
+    template is (or will be)."""
+    with open(_lock_file(shared), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield shared / FILE
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _copy(made: Path, database: Path) -> dict[str, str]:
+    database.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(made, database)
+    return dict(FROM_COPY)
+
+
+@contextlib.contextmanager
 def seeded(shared: Path, database: Path) -> Iterator[dict[str, str]]:
     """For a server about to start on `database` (an SQLite file not yet made): if this
     run has a template, copy it there and yield the settings for a server started from a
     copy. Else yield no settings; the caller starts its server as usual inside the block,
     and its database becomes the template when the block ends without an error. One
     process at a time: the others wait for the template."""
-    with open(_lock_file(shared), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            made = shared / FILE
-            if made.exists():
-                database.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(made, database)
-                yield dict(FROM_COPY)
-            else:
-                yield {}
-                keep(database, made)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with _held(shared) as made:
+        if made.exists():
+            yield _copy(made, database)
+        else:
+            yield {}
+            keep(database, made)
 
 
 def copied(shared: Path, database: Path) -> dict[str, str]:
     """For a server another process starts on `database`: a copy of this run's template
     there (once it is made) and the settings to start from it; no settings if there is
     none (that server then migrates its own, and nothing is kept from it)."""
-    with open(_lock_file(shared), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            made = shared / FILE
-            if not made.exists():
-                return {}
-            database.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(made, database)
-            return dict(FROM_COPY)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with _held(shared) as made:
+        return _copy(made, database) if made.exists() else {}
 
 
 def keep(database: Path, made: Path) -> None:

@@ -5,8 +5,9 @@ flow run of every deployment of every ECS work pool with the real, unpatched
 `prefect worker start --type ecs --run-once`, then returns what happened as plain data
 (`WorkerRun`). Both servers it starts are stopped before it returns:
 
-1. its own moto server (ThreadedMotoServer, 127.0.0.1, free port) and its own
-   `prefect server start` (own PREFECT_HOME, scheduler and UI off);
+1. its own emulator (`emulator.moto_server`, 127.0.0.1, free port) and its own
+   `prefect server start` (own PREFECT_HOME, scheduler and UI off, from the run's
+   migrated database);
 2. `python -m flows.bootstrap --env production --endpoint-url <moto> --yes --no-wait`
    (in-process), as an admin role of account 222222222222: first AWS only (the agent is
    deferred until its image is in ECR), then the image is pushed (`ecr.put_image`), then
@@ -84,8 +85,8 @@ def fargate_task_memory_patch() -> Iterator[None]:
     moto 5.2 sums container-level `memory`/`memoryReservation` to size a task and does
     `int += None` when a container has neither (HTTP 500, TypeError). AWS allows that for
     Fargate — task-level cpu/memory are what Fargate requires — and it is exactly what
-    prefect-aws registers. This patches the EMULATOR only (moto runs in this process as a
-    ThreadedMotoServer): a container without a size counts as 0, and the task-level
+    prefect-aws registers. This patches the EMULATOR only (moto runs in this process, served
+    by `emulator.moto_server`): a container without a size counts as 0, and the task-level
     size, when given, is the task's requirement. The requirement is only used to place
     EC2 tasks; nothing the worker sends or receives is changed. Neither the product nor
     prefect-aws is patched."""
