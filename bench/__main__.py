@@ -99,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.prefect_db == "auto":
         args.prefect_db = "postgres" if postgres_bin() else "sqlite"
+    elif args.prefect_db == "postgres" and postgres_bin() is None:
+        p.error("--prefect-db postgres: PostgreSQL's server programs (initdb, pg_ctl) were not found; "
+                "install them (Debian: apt-get install postgresql) or use --prefect-db sqlite")
 
     cfg = load_config()
     account = cfg.env("production").account_id

@@ -101,3 +101,19 @@ def test_postgres_programs_found_through_a_symlink_or_not_at_all(tmp_path, monke
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     monkeypatch.setattr(ps.glob, "glob", lambda pattern: [])
     assert ps.postgres_bin() is None
+
+
+def test_asking_for_postgres_without_it_is_one_error_line(monkeypatch, capsys) -> None:
+    import pytest
+
+    import bench.__main__ as bench_main
+    import bench.prefect_server as ps
+
+    monkeypatch.setattr(ps, "postgres_bin", lambda: None)
+    with pytest.raises(SystemExit) as exit_:
+        bench_main.main(["--prefect-db", "postgres"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "Traceback" not in err
+    assert err.splitlines()[-1] == ("python -m bench: error: --prefect-db postgres: PostgreSQL's server programs "
+                                   "(initdb, pg_ctl) were not found; install them (Debian: apt-get install "
+                                   "postgresql) or use --prefect-db sqlite")
